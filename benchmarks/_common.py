@@ -1,0 +1,86 @@
+"""Shared helpers for the benchmark scripts: post generation, tables, RSS."""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+_TOPICS = {
+    "transit": "train strike metro station delay cancelled commuters platform rail union",
+    "weather": "storm snow rain flood heatwave forecast wind warning temperature cold",
+    "tech": "release bug update phone laptop chip software outage server launch",
+    "sports": "match goal team coach league final score player injury transfer",
+    "politics": "vote election minister parliament bill debate policy campaign poll law",
+    "food": "recipe restaurant coffee bread cheese dinner market chef lunch bakery",
+    "fr": "grève train métro école élection pluie orage marché fromage équipe",
+}
+_FILLER = "the a is on at with about just really now today again finally new big".split()
+
+
+def generate_posts(n: int, span_days: float = 30.0, seed: int = 7,
+                   end: datetime | None = None) -> Iterator[dict[str, object]]:
+    """Deterministic synthetic posts spread evenly over ``span_days`` ending ``end``."""
+    rng = random.Random(seed)
+    end = end or datetime.now(UTC)
+    start = end - timedelta(days=span_days)
+    step = (end - start) / max(n, 1)
+    topics = list(_TOPICS.items())
+    for i in range(n):
+        name, words = topics[rng.randrange(len(topics))]
+        vocab = words.split()
+        toks = [rng.choice(vocab) for _ in range(rng.randint(4, 12))]
+        toks += rng.sample(_FILLER, 3)
+        rng.shuffle(toks)
+        text = " ".join(toks)
+        if rng.random() < 0.2:
+            text += f" #{rng.choice(vocab)}"
+        yield {
+            "id": f"g{i}",
+            "author": f"user{rng.randrange(5000)}",
+            "text": text,
+            "created_at": (start + step * i).isoformat(),
+            "lang": "fr" if name == "fr" else "en",
+        }
+
+
+def write_posts(path: Path, n: int, **kw: object) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for rec in generate_posts(n, **kw):  # type: ignore[arg-type]
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return path
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table(title: str, headers: list[str], rows: list[list[object]]) -> str:
+    cells = [headers] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(headers))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells[1:]:
+        lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _fmt(c: object) -> str:
+    if isinstance(c, float):
+        return f"{c:,.1f}" if abs(c) >= 10 else f"{c:,.2f}"
+    if isinstance(c, int):
+        return f"{c:,}"
+    return str(c)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]

@@ -1,0 +1,36 @@
+"""Answers: retrieve the freshest relevant posts, have an LLM write a short cited answer.
+
+The public entry is :class:`AnswerEngine` (see :mod:`townsquare.answer.engine`
+for the API); the other modules are its parts, one job each: ``query``
+(question -> search), ``prompt``, ``citations``, ``personas``, ``policy``.
+"""
+
+from townsquare.answer.citations import Citation
+from townsquare.answer.engine import (
+    Answer,
+    AnswerEngine,
+    AnswerEvent,
+    AnswerRequest,
+    ConversationNotFound,
+    Delta,
+    Final,
+    UnknownModel,
+)
+from townsquare.answer.personas import Persona, Personas, UnknownPersona
+from townsquare.answer.policy import Policy
+
+__all__ = [
+    "Answer",
+    "AnswerEngine",
+    "AnswerEvent",
+    "AnswerRequest",
+    "Citation",
+    "ConversationNotFound",
+    "Delta",
+    "Final",
+    "Persona",
+    "Personas",
+    "Policy",
+    "UnknownModel",
+    "UnknownPersona",
+]

@@ -1,0 +1,456 @@
+"""The answer engine: question + conversation -> fresh posts -> cited answer.
+
+Every surface (``townsquare ask``/``chat``, the HTTP API, the web page) goes
+through :class:`AnswerEngine`; nothing else talks to the LLM for answers.
+
+API
+---
+
+Build one per process (it is stateless between requests and safe to share)::
+
+    engine = AnswerEngine.from_runtime(runtime)      # or AnswerEngine(retriever, llm,
+                                                     #   store, personas, policy, clock=...)
+    answer = await engine.answer(AnswerRequest("what are people saying about the strike?"))
+
+    async for event in engine.stream(AnswerRequest(question, conversation_id=cid,
+                                                   owner=key_id, mode="fun")):
+        if isinstance(event, Delta):
+            send(event.text)                         # token text, already renumbered
+        else:                                        # Final: always last, exactly once
+            send_json(event.answer.to_dict())
+
+:class:`AnswerRequest` fields: ``question``; ``conversation_id`` (None starts a
+new conversation; the id comes back on the answer); ``owner`` (the API key id,
+None for the CLI: a conversation is only visible to its owner); ``mode`` (a
+persona name; default: the conversation's, else ``regular``); ``filters``
+(:class:`~townsquare.store.base.SearchFilters`: since/until/authors/
+exclude_authors/sources/langs/hashtags; explicit filters win over ones read
+from the question); ``max_search_results`` (posts given to the model, default
+8); ``search`` (``auto``: search unless the message is small talk, ``on``,
+``off``, as xAI's ``search_parameters.mode``); ``model`` (an LLM backend name
+from ``LLMS``, resolved through ``llms``; None: the engine's LLM);
+``max_tokens``, ``temperature``; ``persist`` (False: answer without saving
+the turn); ``history`` (earlier turns as ``ChatMessage``s, for stateless
+callers like ``/v1/chat/completions`` that send the transcript each time;
+system messages in it are ignored, the engine's rules always apply).
+
+:class:`Answer` (``to_dict()`` is the JSON shape of ``ask --json`` and the API):
+``answer`` text whose ``[n]`` markers all exist in ``citations``
+(``{n, id, author, url, created_at, text, cited}``, every one a stored post),
+``as_of`` (the time the model was told), ``posts_span`` (oldest and newest
+post time among the citations), ``mode``, ``model``, ``usage``,
+``conversation_id``, ``degraded`` (search-only, see below), ``declined``
+(the policy category, or None), ``query`` (the search that ran) and
+``timings`` (retrieval, time to first token, total).
+
+Errors raised before any event: :class:`ConversationNotFound`,
+:class:`~townsquare.answer.personas.UnknownPersona`, :class:`UnknownModel`,
+``ValueError`` for an empty question. During streaming only
+:class:`~townsquare.llm.base.LLMError` when the model breaks off mid-answer.
+
+Degraded answers: when the LLM raises
+:class:`~townsquare.llm.base.LLMUnavailable` before producing text, the
+engine still answers, search-only: no generated text, the most relevant posts
+listed and cited, ``degraded=True`` and ``retry_after`` set, so a saturated
+or crashed model server never turns into an error page.
+
+Pipeline: policy check -> query understanding (time phrases, @/#, follow-up
+rewriting) -> hybrid retrieval (relevance x recency) -> prompt (budgeted,
+posts newest first as quoted untrusted data) -> streaming generation through
+:class:`~townsquare.answer.citations.CitationStream` -> citations -> persist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from townsquare.answer.citations import Attributor, Citation, CitationStream, finalize
+from townsquare.answer.personas import Persona, Personas
+from townsquare.answer.policy import SELF_HARM_MESSAGE, Policy
+from townsquare.answer.prompt import PromptPost, build_prompt, describe_age
+from townsquare.answer.query import QueryPlan, SearchMode, understand
+from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
+from townsquare.model import Post, iso
+from townsquare.retrieval import Retriever, SearchRequest
+from townsquare.store.base import Conversation, SearchFilters, Store, StoredMessage
+from townsquare.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from townsquare.runtime import Runtime
+
+DEFAULT_MAX_RESULTS = 8
+SEARCH_ONLY_PREFIX = "Search-only answer (the language model is unavailable right now)."
+
+
+class ConversationNotFound(LookupError):
+    """No such conversation for this owner (someone else's looks the same: absent)."""
+
+
+class UnknownModel(ValueError):
+    """A model override that names no LLM backend."""
+
+
+@dataclass(slots=True)
+class AnswerRequest:
+    question: str
+    conversation_id: str | None = None
+    owner: str | None = None
+    mode: str | None = None
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    max_search_results: int = DEFAULT_MAX_RESULTS
+    search: SearchMode = "auto"
+    model: str | None = None
+    max_tokens: int = 320
+    temperature: float | None = None
+    persist: bool = True
+    #: Earlier turns supplied by the caller instead of a stored conversation (stateless
+    #: APIs such as /v1/chat/completions). Only user/assistant turns are used: a
+    #: client's system message never replaces the engine's rules.
+    history: list[ChatMessage] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Answer:
+    answer: str
+    citations: list[Citation]
+    as_of: datetime
+    mode: str
+    model: str
+    usage: Usage
+    conversation_id: str | None = None
+    degraded: bool = False
+    retry_after: float | None = None
+    declined: str | None = None
+    plan: QueryPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def posts_span(self) -> tuple[str, str] | None:
+        if not self.citations:
+            return None
+        times = sorted(c.created_at for c in self.citations)  # ISO-Z strings sort as times
+        return times[0], times[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        span = self.posts_span
+        return {
+            "answer": self.answer,
+            "citations": [c.to_dict() for c in self.citations],
+            "as_of": iso(self.as_of),
+            "posts_span": {"from": span[0], "to": span[1]} if span else None,
+            "mode": self.mode,
+            "model": self.model,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "total_tokens": self.usage.total_tokens,
+            },
+            "conversation_id": self.conversation_id,
+            "degraded": self.degraded,
+            "retry_after": self.retry_after,
+            "declined": self.declined,
+            "query": self.plan.to_meta() if self.plan else None,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass(slots=True)
+class Delta:
+    """Answer text to show now (markers already renumbered)."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class Final:
+    """The finished answer; always the last event."""
+
+    answer: Answer
+
+
+AnswerEvent = Delta | Final
+
+
+class AnswerEngine:
+    def __init__(
+        self,
+        retriever: Retriever,
+        llm: LLM,
+        store: Store,
+        personas: Personas,
+        policy: Policy,
+        clock: Callable[[], datetime] = utcnow,
+        llms: Callable[[str], LLM] | None = None,
+        trending: Callable[[], list[Post]] | None = None,
+    ) -> None:
+        #: Sample posts of the current top trends, given to the model when a question
+        #: asks what is trending (the service wires it to its trend engine).
+        self.trending = trending
+        self.retriever = retriever
+        self.llm = llm
+        self.store = store
+        self.personas = personas
+        self.policy = policy
+        self.clock = clock
+        self._llms = llms
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime, **kwargs: Any) -> AnswerEngine:
+        return cls(
+            runtime.retriever,
+            runtime.llm(),
+            runtime.store,
+            Personas.load(runtime.settings.personas_dir),
+            Policy(),
+            llms=runtime.llm,
+            **kwargs,
+        )
+
+    def llm_for(self, model: str | None) -> LLM:
+        """The engine's LLM, or the backend a request names."""
+        if not model or model in (self.llm.name, self.llm.model_id):
+            return self.llm
+        from townsquare.llm import LLMS
+
+        if self._llms is not None and model in LLMS.names():
+            return self._llms(model)
+        raise UnknownModel(
+            f"unknown model {model!r}; available: {self.llm.name} ({self.llm.model_id})"
+            + (f", backends: {', '.join(LLMS.names())}" if self._llms else "")
+        )
+
+    async def answer(self, request: AnswerRequest) -> Answer:
+        """The whole answer at once (the stream, consumed)."""
+        async for event in self.stream(request):
+            if isinstance(event, Final):
+                return event.answer
+        raise RuntimeError("answer stream ended without a final event")  # pragma: no cover
+
+    async def stream(self, request: AnswerRequest) -> AsyncIterator[AnswerEvent]:
+        """Deltas as the model writes, then one :class:`Final`."""
+        started = time.perf_counter()
+        question = request.question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        now = self.clock()
+        conv, history = await asyncio.to_thread(self._conversation, request)
+        persona = self.personas.get(request.mode or conv.mode)
+        llm = self.llm_for(request.model)
+        turn = _Turn(self, request, question, now, conv, persona, llm, started)
+
+        decision = self.policy.check(question)
+        if not decision.allowed:
+            text = SELF_HARM_MESSAGE if decision.category == "self_harm" else persona.declined
+            yield Delta(text)
+            yield Final(await turn.finish(text, [], declined=decision.category))
+            return
+
+        plan = understand(question, now, request.filters, history, request.search)
+        turn.plan = plan
+        posts: list[Post] = []
+        if plan.retrieve:
+            search = SearchRequest(
+                plan.search_text, plan.filters, limit=max(1, request.max_search_results)
+            )
+            hits = await asyncio.to_thread(self.retriever.search, search, now)
+            posts = [h.post for h in hits]
+        if self.trending is not None and asks_trending(question):
+            trend_posts = await asyncio.to_thread(self.trending)
+            if trend_posts:
+                posts = _merge(trend_posts, posts, max(1, request.max_search_results))
+        turn.timings["retrieval_s"] = time.perf_counter() - started
+        if plan.retrieve and not posts:
+            text = persona.no_results_text(plan.window)
+            yield Delta(text)
+            yield Final(await turn.finish(text, []))
+            return
+
+        prompt = build_prompt(
+            llm, persona, question, posts, now, history,
+            max_tokens=request.max_tokens, searched=plan.retrieve,
+        )
+        turn.timings["prompt_s"] = time.perf_counter() - started - turn.timings["retrieval_s"]
+        citations = CitationStream([p.n for p in prompt.posts], Attributor(prompt.posts))
+        options = GenerationOptions(max_tokens=request.max_tokens)
+        if request.temperature is not None:
+            options.temperature = request.temperature
+        generation = llm.generate(prompt.messages, options)
+        pieces = generation.__aiter__()
+        shown = False
+        first_at = last_at = 0.0
+        try:
+            async for piece in pieces:
+                out = citations.feed(piece)
+                if not shown:
+                    out = out.lstrip()
+                if out:
+                    last_at = time.perf_counter()
+                    if not shown:
+                        first_at = last_at
+                        turn.timings["ttft_s"] = first_at - started
+                        shown = True
+                    yield Delta(out)
+        except LLMUnavailable as exc:
+            if shown:
+                raise
+            text = search_only_text(prompt.posts, now)
+            yield Delta(text)
+            cites = finalize(CitationStream([]), prompt.posts)  # every post, in order
+            for c in cites:
+                c.cited = True  # the search-only text lists each one
+            yield Final(await turn.finish(text, cites, degraded=True,
+                                          retry_after=exc.retry_after))
+            return
+        finally:
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        tail = citations.finish()
+        if tail and (shown or tail.strip()):
+            yield Delta(tail if shown else tail.lstrip())
+        text = citations.text.strip()
+        if not text:
+            text = "The model returned no answer; the most relevant posts are listed below."
+            yield Delta(text)
+        usage = generation.usage
+        if not usage.prompt_tokens:
+            usage.prompt_tokens = prompt.prompt_tokens
+        if usage.completion_tokens > 1 and last_at > first_at:
+            turn.timings["decode_tokens_per_s"] = (usage.completion_tokens - 1) / (
+                last_at - first_at
+            )
+        yield Final(await turn.finish(text, finalize(citations, prompt.posts), usage=usage))
+
+    def _conversation(self, request: AnswerRequest) -> tuple[Conversation, list[StoredMessage]]:
+        if request.conversation_id:
+            conv = self.store.get_conversation(request.conversation_id, request.owner)
+            if conv is None:
+                raise ConversationNotFound(f"no conversation {request.conversation_id!r}")
+            return conv, list(conv.messages)
+        mode = request.mode or "regular"
+        self.personas.get(mode)  # fail before creating anything
+        now = self.clock()
+        given = [
+            StoredMessage(m.role, m.content, now, {})
+            for m in request.history
+            if m.role in ("user", "assistant") and m.content.strip()
+        ]
+        if not request.persist:
+            return Conversation("", request.owner, mode, now), given
+        return self.store.create_conversation(request.owner, mode), given
+
+
+_TRENDING_RE = re.compile(
+    r"\b(trending|trends|tendances?|what'?s happening|what is happening"
+    r"|qu'?est-ce qui se passe|que se passe-t-il|quoi de neuf)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_trending(question: str) -> bool:
+    """Whether the question asks what is trending or happening now (en, fr)."""
+    return _TRENDING_RE.search(question.replace("\u2019", "'")) is not None
+
+
+def _merge(first: list[Post], rest: list[Post], limit: int) -> list[Post]:
+    """``first`` then ``rest``, without repeats, at most ``limit``."""
+    seen: set[str] = set()
+    out: list[Post] = []
+    for post in [*first, *rest]:
+        if post.id not in seen:
+            seen.add(post.id)
+            out.append(post)
+    return out[:limit]
+
+
+def search_only_text(posts: list[PromptPost], now: datetime) -> str:
+    """A degraded answer: no generated text, the posts themselves, newest first."""
+    lines = [SEARCH_ONLY_PREFIX, "Most relevant posts, newest first:"]
+    for i, pp in enumerate(posts, 1):
+        snippet = " ".join(pp.post.text.split())
+        if len(snippet) > 160:
+            snippet = snippet[:159].rstrip() + "…"
+        age = describe_age(pp.post.created_at, now)
+        lines.append(f"[{i}] @{pp.post.author} ({age}): {snippet}")
+    return "\n".join(lines)
+
+
+class _Turn:
+    """One question's bookkeeping: builds the Answer and saves both messages."""
+
+    def __init__(
+        self,
+        engine: AnswerEngine,
+        request: AnswerRequest,
+        question: str,
+        now: datetime,
+        conv: Conversation,
+        persona: Persona,
+        llm: LLM,
+        started: float,
+    ) -> None:
+        self.engine = engine
+        self.request = request
+        self.question = question
+        self.now = now
+        self.conv = conv
+        self.persona = persona
+        self.llm = llm
+        self.started = started
+        self.plan: QueryPlan | None = None
+        self.timings: dict[str, float] = {}
+
+    async def finish(
+        self,
+        text: str,
+        citations: list[Citation],
+        usage: Usage | None = None,
+        degraded: bool = False,
+        retry_after: float | None = None,
+        declined: str | None = None,
+    ) -> Answer:
+        self.timings["total_s"] = time.perf_counter() - self.started
+        answer = Answer(
+            answer=text,
+            citations=citations,
+            as_of=self.now,
+            mode=self.persona.name,
+            model=self.llm.model_id,
+            usage=usage or Usage(),
+            conversation_id=self.conv.id or None,
+            degraded=degraded,
+            retry_after=retry_after,
+            declined=declined,
+            plan=self.plan,
+            timings=dict(self.timings),
+        )
+        if self.request.persist and self.conv.id:
+            await asyncio.to_thread(self._save, answer)
+        return answer
+
+    def _save(self, answer: Answer) -> None:
+        store, conv_id = self.engine.store, self.conv.id
+        user_meta: dict[str, Any] = {"mode": answer.mode}
+        if self.plan is not None:
+            user_meta["plan"] = self.plan.to_meta()
+        store.add_message(conv_id, "user", self.question, user_meta)
+        store.add_message(
+            conv_id,
+            "assistant",
+            answer.answer,
+            {
+                "citations": [c.id for c in answer.citations],
+                "as_of": iso(answer.as_of),
+                "model": answer.model,
+                "mode": answer.mode,
+                "degraded": answer.degraded,
+                "declined": answer.declined,
+                "usage": answer.to_dict()["usage"],
+            },
+        )

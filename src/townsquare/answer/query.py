@@ -1,0 +1,340 @@
+"""Query understanding: a question (and the conversation so far) into a search.
+
+Three things happen before retrieval, all rule-based and instant (a 135M
+model rewriting queries would be slower and worse):
+
+1. **Time phrases become a time window.** English and French relative times
+   ("today", "yesterday", "in the last hour", "past 3 days", "this week",
+   "aujourd'hui", "hier", "depuis deux heures", "cette semaine", "la semaine
+   dernière", "les 24 dernières heures"...) set ``since``/``until`` and are
+   removed from the search text, since "today" is not a word posts contain.
+   Calendar words ("today", "this week") use UTC day and ISO week boundaries.
+2. **@handles and #hashtags become filters.** ``@alice`` means "posts by
+   alice" (an author filter) unless it is the topic ("about @alice",
+   "mentioning @alice", "sur @alice"), in which case it stays a search term.
+   ``#tag`` filters on the hashtag and is also kept as a search word.
+3. **Follow-ups are rewritten with the conversation.** "and what about him?",
+   "et hier ?", "why?" carry the previous turn's topic and filters; pronouns
+   for people resolve to the last person or @handle mentioned. The plan of
+   each turn is saved with its message (:meth:`QueryPlan.to_meta`) so the next
+   turn does not have to re-derive it.
+
+Filters given explicitly (CLI flags, API fields) always win over ones read
+from the question.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from townsquare.model import MENTION_RE, extract_hashtags
+from townsquare.store.base import SearchFilters, StoredMessage
+from townsquare.timeutil import parse_time
+
+SearchMode = Literal["auto", "on", "off"]
+
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "couple": 2, "few": 3,
+    "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "dix": 10,
+    "douze": 12, "quelques": 3,
+}
+_UNITS = {
+    "s": 1, "sec": 1, "second": 1, "seconde": 1,
+    "m": 60, "min": 60, "mn": 60, "minute": 60,
+    "h": 3600, "hr": 3600, "hour": 3600, "heure": 3600,
+    "d": 86400, "day": 86400, "jour": 86400, "j": 86400,
+    "w": 604800, "week": 604800, "semaine": 604800, "sem": 604800,
+    "month": 2592000, "mois": 2592000,
+}
+_UNIT_LABEL = {1: "second", 60: "minute", 3600: "hour", 86400: "day", 604800: "week",
+               2592000: "month"}
+
+_NUM = r"(?P<n>\d+|" + "|".join(sorted(_NUMBERS, key=len, reverse=True)) + r")"
+_UNIT = (
+    r"(?P<u>seconds?|secondes?|secs?|minutes?|mins?|mn|hours?|heures?|hrs?|days?|jours?"
+    r"|weeks?|semaines?|months?|mois|[smhdwj])"
+)
+_E = "[eèé]"  # French words typed with or without accents
+
+Window = tuple[datetime | None, datetime | None, str]
+Rule = tuple[re.Pattern[str], Callable[[re.Match[str], datetime], Window]]
+
+
+def _day(now: datetime, days_back: int = 0) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days_back)
+
+
+def _week(now: datetime, weeks_back: int = 0) -> datetime:
+    return _day(now, now.weekday()) - timedelta(weeks=weeks_back)
+
+
+def _span(m: re.Match[str], now: datetime) -> Window:
+    raw = (m.groupdict().get("n") or "1").lower()
+    n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
+    unit = m.group("u").lower()
+    unit = unit if unit in _UNITS else unit.rstrip("s")
+    secs = _UNITS.get(unit, 3600)
+    label = _UNIT_LABEL[secs] + ("s" if n != 1 else "")
+    text = f" in the last {label}" if n == 1 else f" in the last {n} {label}"
+    return now - timedelta(seconds=n * secs), None, text
+
+
+def _rule(pattern: str, fn: Callable[[re.Match[str], datetime], Window]) -> Rule:
+    return re.compile(pattern, re.IGNORECASE), fn
+
+
+# Order matters: longer, more specific phrases first.
+_RULES: list[Rule] = [
+    _rule(r"\b(?:since|depuis)\s+yesterday\b|\bdepuis\s+hier\b",
+          lambda m, now: (_day(now, 1), None, " since yesterday")),
+    _rule(r"\b(?:in|over|during|within|for)?\s*the\s+(?:last|past)\s+" + _NUM + r"\s*" + _UNIT
+          + r"\b", _span),
+    _rule(r"\b(?:in|over|during|within)\s+(?:the\s+)?(?:last|past)\s+" + _UNIT + r"\b", _span),
+    _rule(r"\bthe\s+(?:last|past)\s+(?P<u>minute|hour|day|week|month)\b", _span),
+    _rule(r"\b(?:last|past)\s+" + _NUM + r"\s*" + _UNIT + r"\b", _span),
+    _rule(r"\b" + _NUM + r"\s*" + _UNIT + r"\s+ago\b", _span),
+    _rule(r"\b(?:dans|durant|pendant|sur|depuis|au cours de)?\s*(?:les|ces)\s+" + _NUM + r"\s+"
+          + r"derni" + _E + r"r(?:e|es|s)?\s+" + _UNIT + r"\b", _span),
+    _rule(r"\b(?:dans|durant|pendant|sur|depuis|au cours de)?\s*(?:les|ces|la)\s+derni" + _E
+          + r"r(?:e|es|s)?\s+" + _NUM + r"\s*" + _UNIT + r"\b", _span),
+    _rule(r"\b(?:dans|durant|pendant|sur|depuis|au cours de)?\s*(?:la|le)\s+derni" + _E
+          + r"r(?:e|es)?\s+(?P<u>minute|heure|jour|semaine|mois)\b", _span),
+    _rule(r"\b(?:depuis|il y a)\s+" + _NUM + r"\s*" + _UNIT + r"\b", _span),
+    _rule(r"\bces\s+derniers\s+jours\b", lambda m, now: (now - timedelta(days=3), None,
+                                                          " in the last few days")),
+    _rule(r"\b(?:in\s+)?the\s+(?:last|past)\s+few\s+days\b|\b(?:these\s+)?past\s+few\s+days\b",
+          lambda m, now: (now - timedelta(days=3), None, " in the last few days")),
+    _rule(r"\blast\s+week\b|\bla\s+semaine\s+(?:derni" + _E + r"re|pass" + _E + r"e)\b",
+          lambda m, now: (_week(now, 1), _week(now), " last week")),
+    _rule(r"\bthis\s+week\b|\bcette\s+semaine\b",
+          lambda m, now: (_week(now), None, " this week")),
+    _rule(r"\bthis\s+month\b|\bce\s+mois(?:-ci)?\b",
+          lambda m, now: (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), None,
+                          " this month")),
+    _rule(r"\byesterday\b|\bhier\b",
+          lambda m, now: (_day(now, 1), _day(now), " yesterday")),
+    _rule(r"\btoday\b|\baujourd['’]?\s?hui\b|\bthis\s+(?:morning|afternoon|evening)\b|\btonight\b"
+          r"|\bce\s+(?:matin|soir)\b|\bcet\s+apr" + _E + r"s-?midi\b",
+          lambda m, now: (_day(now), None, " today")),
+]
+
+# Words that make a short question lean on the previous turn.
+_FOLLOWUP_START = re.compile(
+    r"^\s*(?:and|but|so|also|what about|how about|what else|any more|more on|"
+    r"et|mais|aussi|quid de|et pour|et sur|et avec)\b",
+    re.IGNORECASE,
+)
+_PERSON_PRONOUNS = frozenset(
+    "he him his she her hers himself herself il elle lui".split()
+)
+_PRONOUNS = _PERSON_PRONOUNS | frozenset(
+    "they them their it its that this those these there ils elles eux leur ça ca cela ceci "
+    "celui celle".split()
+)
+_SMALL_TALK = re.compile(
+    r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|merci|bonjour|salut|coucou|ok(?:ay)?|cool|"
+    r"who are you|what are you|what can you do|help|qui es-tu|tu es qui)\s*[!.?]*\s*$",
+    re.IGNORECASE,
+)
+_WORD_RE = re.compile(r"[\w'’-]+", re.UNICODE)
+_NAME_RE = re.compile(r"\b[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+)*")
+_TOPIC_BEFORE_HANDLE = re.compile(
+    r"(?:about|regarding|mentioning|mention|on|to|re|concerning|sur|concernant|"
+    r"à propos de|a propos de|au sujet de|contre|against|with|avec)\s*$",
+    re.IGNORECASE,
+)
+_STOP = frozenset(
+    """a about an and any are as at be but by can could did do does for from had has have
+    how i if in is it its me my of on or our out people say saying says said so some tell
+    than that the their them then there these they this those to up was we were what
+    what's whats when where which who why will with would you your anything else more
+    latest news new happening going going on right now currently think thinks
+    au aux avec ce ces dans de des du elle en est et il ils je la le les leur lui ma mais
+    me mes moi mon ne nos notre nous on ou par pas pour qu que quoi qui sa se ses son sur
+    ta te tes toi ton tu un une vos votre vous y a-t-il quelles quels quelle quel dit
+    disent gens nouveau nouvelles passe passé""".split()
+)
+_NAME_STOP = frozenset(
+    "What Who Why When Where How Which Is Are Was Were Do Does Did Can Could Should Would "
+    "Will Any Tell Show Give The A An And But So Also I It This That These Those There "
+    "Qui Que Quoi Quel Quelle Quels Quelles Comment Pourquoi Quand Où Est Et Mais Le La Les "
+    "Un Une Des Il Elle Ils Elles Je On Ce Cette Ces Today Yesterday".split()
+)
+
+
+@dataclass(slots=True)
+class QueryPlan:
+    """What retrieval will be asked, and why (shown with ``--json`` for transparency)."""
+
+    question: str
+    search_text: str
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    #: " in the last hour", " today"... for messages; empty when no time window.
+    window: str = ""
+    followup: bool = False
+    retrieve: bool = True
+
+    def to_meta(self) -> dict[str, Any]:
+        f = self.filters
+        return {
+            "search_text": self.search_text,
+            "since": f.since.isoformat() if f.since else None,
+            "until": f.until.isoformat() if f.until else None,
+            "authors": list(f.authors),
+            "hashtags": list(f.hashtags),
+            "window": self.window,
+            "followup": self.followup,
+            "retrieve": self.retrieve,
+        }
+
+
+def parse_time_phrases(text: str, now: datetime) -> tuple[str, datetime | None, datetime | None,
+                                                           str]:
+    """Remove relative-time phrases; return (rest, since, until, window label).
+
+    The first phrase found sets the window (questions rarely hold two).
+    """
+    since: datetime | None = None
+    until: datetime | None = None
+    label = ""
+    for pattern, fn in _RULES:
+        m = pattern.search(text)
+        if m is None:
+            continue
+        if not label:
+            since, until, label = fn(m, now)
+        text = pattern.sub(" ", text)
+    return re.sub(r"\s+", " ", text).strip(), since, until, label
+
+
+def split_handles(text: str) -> tuple[str, list[str], list[str]]:
+    """(text without author handles, author handles, topic handles)."""
+    authors: list[str] = []
+    topics: list[str] = []
+    out: list[str] = []
+    last = 0
+    for m in MENTION_RE.finditer(text):
+        handle = m.group(1).rstrip(".-").lower()
+        if _TOPIC_BEFORE_HANDLE.search(text[: m.start()]):
+            topics.append(handle)
+            continue
+        authors.append(handle)
+        out.append(text[last : m.start()])
+        last = m.end()
+    out.append(text[last:])
+    return re.sub(r"\s+", " ", "".join(out)).strip(), authors, topics
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry the topic (no stop words, no pronouns), lower-cased, deduplicated."""
+    seen: dict[str, None] = {}
+    for w in _WORD_RE.findall(text):
+        low = w.lower().strip("'’-")
+        if low and low not in _STOP and low not in _PRONOUNS and not low.isdigit():
+            seen.setdefault(low, None)
+    return list(seen)
+
+
+def entities(text: str) -> list[str]:
+    """People-ish things named in a text: @handles and Capitalised Names, in order."""
+    found: dict[str, None] = {}
+    for m in MENTION_RE.finditer(text):
+        found.setdefault("@" + m.group(1).rstrip(".-").lower(), None)
+    for m in _NAME_RE.finditer(re.sub(r"@[\w.\-]+", " ", text)):
+        words = [w for w in m.group(0).split() if w not in _NAME_STOP]
+        if words:
+            found.setdefault(" ".join(words), None)
+    return list(found)
+
+
+def is_followup(question: str, has_history: bool) -> bool:
+    if not has_history:
+        return False
+    if _FOLLOWUP_START.search(question):
+        return True
+    words = [w.lower() for w in _WORD_RE.findall(question)]
+    content = content_words(question)
+    if any(w in _PRONOUNS for w in words) and len(content) <= 3:
+        return True
+    return not content and not MENTION_RE.search(question) and not extract_hashtags(question)
+
+
+def understand(
+    question: str,
+    now: datetime,
+    explicit: SearchFilters | None = None,
+    history: Sequence[StoredMessage] = (),
+    search: SearchMode = "auto",
+) -> QueryPlan:
+    """Plan the search for ``question`` asked at ``now`` after ``history``."""
+    explicit = explicit or SearchFilters()
+    text, since, until, window = parse_time_phrases(question, now)
+    text, author_handles, _topics = split_handles(text)
+    hashtags = extract_hashtags(question)
+    found = SearchFilters(since=since, until=until, authors=author_handles, hashtags=hashtags)
+
+    prev_user = next((m for m in reversed(history) if m.role == "user"), None)
+    prev_answer = next((m for m in reversed(history) if m.role == "assistant"), None)
+    followup = is_followup(question, prev_user is not None)
+    search_words = content_words(text.replace("#", " "))
+    if followup and prev_user is not None:
+        prev_plan: dict[str, Any] = prev_user.meta.get("plan") or {}
+        words = [w.lower() for w in _WORD_RE.findall(question)]
+        if any(w in _PERSON_PRONOUNS for w in words):
+            people = entities(prev_user.content) or (
+                entities(prev_answer.content) if prev_answer else []
+            )
+            if people:
+                who = people[-1]
+                if who.startswith("@") and not found.authors:
+                    found.authors = [who[1:]]
+                else:
+                    search_words += content_words(who)
+        previous = prev_plan.get("search_text") or " ".join(content_words(prev_user.content))
+        search_words += content_words(previous)
+        found = _inherit(found, prev_plan, window)
+        window = window or prev_plan.get("window") or ""
+
+    filters = _merge(explicit, found)
+    search_text = " ".join(dict.fromkeys(search_words))
+    retrieve = search == "on" or (search == "auto" and not _SMALL_TALK.match(question))
+    return QueryPlan(
+        question=question,
+        search_text=search_text,
+        filters=filters,
+        window=window if not (explicit.since or explicit.until) else "",
+        followup=followup,
+        retrieve=retrieve,
+    )
+
+
+def _inherit(found: SearchFilters, prev: dict[str, Any], window: str) -> SearchFilters:
+    """A follow-up keeps the previous turn's filters it does not replace."""
+    out = replace(found)
+    if not window and not found.since and not found.until:
+        out.since = parse_time(prev["since"]) if prev.get("since") else None
+        out.until = parse_time(prev["until"]) if prev.get("until") else None
+    if not found.authors:
+        out.authors = list(prev.get("authors") or [])
+    if not found.hashtags:
+        out.hashtags = list(prev.get("hashtags") or [])
+    return out
+
+
+def _merge(explicit: SearchFilters, found: SearchFilters) -> SearchFilters:
+    """Explicit filters win; lists from the question are added to explicit ones."""
+    window = explicit if explicit.since or explicit.until else found
+    return SearchFilters(
+        since=window.since,
+        until=window.until,
+        authors=list(dict.fromkeys([*explicit.authors, *found.authors])),
+        exclude_authors=list(explicit.exclude_authors),
+        sources=list(explicit.sources),
+        langs=list(explicit.langs),
+        hashtags=list(dict.fromkeys([*explicit.hashtags, *found.hashtags])),
+    )

@@ -1,0 +1,138 @@
+"""The ingest pipeline: source batches -> embed -> one store transaction each.
+
+For every batch a source yields, the pipeline embeds the new/edited posts
+(outside the transaction, so readers are never blocked on the model), then
+commits events, vectors and the source cursor together. A crash anywhere
+either keeps a batch and its cursor or neither, so a restart resumes without
+loss or duplicates. Malformed input arrives as ``Quarantine`` events and is
+stored with its reason; ingestion goes on.
+
+Committed posts are handed to listeners (trend detector, standing queries,
+metrics) after the commit, never before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from townsquare.index.embedder import Embedder
+from townsquare.model import Batch, Delete, Post, Upsert
+from townsquare.sources.base import Source
+from townsquare.store.base import Store
+from townsquare.timeutil import utcnow
+
+Listener = Callable[[list[Post], list[str]], None]
+
+
+@dataclass
+class IngestStats:
+    """Running figures for the progress line, /metrics and the status page."""
+
+    stream_key: str = ""
+    posts: int = 0
+    deletes: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_batch_at: datetime | None = None
+    newest_post_at: datetime | None = None
+    #: Seconds between the newest event's time at the source and its commit here.
+    lag_s: float | None = None
+    _window: list[tuple[float, int]] = field(default_factory=list)
+
+    def note(self, n: int) -> None:
+        now = time.monotonic()
+        self._window.append((now, n))
+        while self._window and now - self._window[0][0] > 5.0:
+            self._window.pop(0)
+
+    @property
+    def rate(self) -> float:
+        """Posts per second over the last few seconds."""
+        if not self._window:
+            return 0.0
+        span = max(time.monotonic() - self._window[0][0], 0.5)
+        return sum(n for _, n in self._window) / span
+
+    @property
+    def overall_rate(self) -> float:
+        return self.posts / max(time.monotonic() - self.started, 1e-9)
+
+
+class Ingestor:
+    """Runs one source into one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder | None = None,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.listeners = list(listeners or [])
+        if embedder is not None and hasattr(store, "set_embedder_name"):
+            store.set_embedder_name(embedder.name, embedder.dim)
+
+    async def run(
+        self,
+        source: Source,
+        stop: asyncio.Event | None = None,
+        stats: IngestStats | None = None,
+    ) -> IngestStats:
+        """Consume ``source`` from its saved cursor until it ends or ``stop`` is set."""
+        stats = stats or IngestStats(stream_key=source.key)
+        cursor = await asyncio.to_thread(self.store.get_cursor, source.key)
+        agen = source.stream(cursor)
+        # One commit in flight while the source reads and parses the next
+        # batch: SQLite and the embedder release the GIL, so the two overlap.
+        # Commits stay strictly in order (each waits for the previous).
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for batch in agen:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(
+                    asyncio.to_thread(self.commit, source.key, batch, stats)
+                )
+                if stop is not None and stop.is_set():
+                    break
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                await asyncio.shield(pending)
+            await agen.aclose()  # type: ignore[attr-defined]
+        return stats
+
+    def commit(self, stream_key: str, batch: Batch, stats: IngestStats) -> None:
+        """Embed and write one batch (blocking; runs in a worker thread)."""
+        upserts = [ev.post for ev in batch.events if isinstance(ev, Upsert)]
+        vectors = None
+        if self.embedder is not None and upserts:
+            mat = self.embedder.embed([p.text for p in upserts])
+            vectors = {p.id: mat[i] for i, p in enumerate(upserts)}
+        result = self.store.apply(stream_key, batch.events, batch.cursor, vectors)
+        now = utcnow()
+        stats.posts += result.upserted
+        stats.deletes += result.deleted
+        stats.quarantined += result.quarantined
+        stats.batches += 1
+        stats.last_batch_at = now
+        stats.note(result.upserted)
+        if upserts:
+            newest = max(p.created_at for p in upserts)
+            if stats.newest_post_at is None or newest > stats.newest_post_at:
+                stats.newest_post_at = newest
+        ref = batch.source_time
+        if ref is not None:
+            stats.lag_s = max(0.0, (now - ref).total_seconds())
+        if self.listeners:
+            deleted = [ev.id for ev in batch.events if isinstance(ev, Delete)]
+            for listener in self.listeners:
+                listener(upserts, deleted)
+

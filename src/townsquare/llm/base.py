@@ -1,0 +1,89 @@
+"""The LLM interface: messages in, a stream of text chunks out, usage at the end.
+
+Modelled on simonw/llm: one method per backend, a lazy response object that
+is iterated for text and asked for usage afterwards. Backends are async
+because the service streams tokens to many clients at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class GenerationOptions:
+    max_tokens: int = 256
+    temperature: float = 0.3
+    top_p: float = 0.9
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+class LLMError(Exception):
+    """The backend failed (after its own retries)."""
+
+
+class LLMUnavailable(LLMError):
+    """The backend is down or saturated: callers degrade to a search-only answer.
+
+    ``retry_after`` (seconds) is passed on to HTTP clients as ``Retry-After``.
+    """
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Generation(ABC):
+    """One streaming completion. Iterate for text; ``usage`` is final after iteration."""
+
+    usage: Usage
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def text(self) -> str:
+        return "".join([piece async for piece in self])
+
+
+class LLM(ABC):
+    """A chat model. ``model_id`` names the weights for the ``model`` field of answers."""
+
+    name: str
+    model_id: str
+    #: How many prompt tokens the model can take (prompt budget is derived from it).
+    context_tokens: int = 4096
+
+    @abstractmethod
+    def generate(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> Generation:
+        """Start a completion; nothing runs until the result is iterated."""
+
+    def count_tokens(self, text: str) -> int:
+        """Token count for budgeting; backends with a tokenizer override this."""
+        return max(1, len(text) // 4)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (HTTP clients, model memory)."""

@@ -1,0 +1,248 @@
+"""``openai``: any OpenAI-compatible chat server through the official SDK.
+
+vLLM, llama.cpp's server (or llama-cpp-python's ``python -m llama_cpp.server``),
+Ollama, xAI, Mistral and OpenAI itself all speak ``POST /v1/chat/completions``
+with server-sent events, so one backend covers them. Configuration:
+
+    openai_base_url   TOWNSQUARE_OPENAI_BASE_URL  (else OPENAI_BASE_URL)
+    openai_api_key    TOWNSQUARE_OPENAI_API_KEY   (else OPENAI_API_KEY)
+    openai_model      TOWNSQUARE_OPENAI_MODEL     ("default": the server's first model)
+    llm_timeout_s     per-request timeout (connect, and the gap between chunks)
+
+Retries are ours, not the SDK's (``max_retries=0`` there): a request that
+fails with 429, a 5xx, a timeout or a refused connection is retried with
+exponential backoff and jitter, honouring ``Retry-After`` up to a cap, but
+only *before* the first token; once text has streamed to a client a retry
+would repeat it. When retries run out the caller gets
+:class:`~townsquare.llm.base.LLMUnavailable` (carrying ``retry_after``) and
+degrades to a search-only answer; other failures (bad key, unknown model) are
+:class:`~townsquare.llm.base.LLMError` with a message saying what to fix.
+
+Usage comes from the server when it reports it (``stream_options.include_usage``);
+servers that ignore the option get an estimate from the prompt length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+
+from townsquare.config import Settings
+from townsquare.llm import LLMS
+from townsquare.llm.base import (
+    LLM,
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    LLMError,
+    LLMUnavailable,
+    Usage,
+)
+
+#: Statuses worth retrying: rate limited, or the server (or a proxy) failed.
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: A server asking us to wait longer than this is treated as unavailable now.
+MAX_RETRY_AFTER_S = 20.0
+
+
+class OpenAIGeneration(Generation):
+    def __init__(
+        self, backend: OpenAIBackend, messages: Sequence[ChatMessage], options: GenerationOptions
+    ) -> None:
+        self.usage = Usage()
+        self._backend = backend
+        self._messages = list(messages)
+        self._options = options
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        backend = self._backend
+        stream = await backend.open_stream(self._messages, self._options)
+        pieces: list[str] = []
+        reported = False
+        try:
+            async for chunk in stream:
+                if getattr(chunk, "usage", None):
+                    self.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    reported = True
+                for choice in chunk.choices:
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        pieces.append(text)
+                        yield text
+        except openai.APIError as exc:
+            raise LLMError(f"{backend.base_url}: stream broke off: {exc}") from exc
+        finally:
+            await stream.close()
+        if not reported:
+            self.usage = Usage(
+                sum(backend.count_tokens(m.content) + 4 for m in self._messages),
+                backend.count_tokens("".join(pieces)) if pieces else 0,
+            )
+
+
+class OpenAIBackend(LLM):
+    """A client of one OpenAI-compatible server."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "not-needed",
+        model: str = "default",
+        timeout_s: float = 60.0,
+        context_tokens: int = 4096,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model_id = model
+        self.timeout_s = timeout_s
+        self.context_tokens = context_tokens
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._usage_option = True
+        # One SDK client per event loop: its connection pool belongs to the loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIBackend:
+        explicit = settings.model_fields_set
+        base_url = settings.openai_base_url
+        if "openai_base_url" not in explicit and os.environ.get("OPENAI_BASE_URL"):
+            base_url = os.environ["OPENAI_BASE_URL"]
+        api_key = settings.openai_api_key
+        if "openai_api_key" not in explicit and os.environ.get("OPENAI_API_KEY"):
+            api_key = os.environ["OPENAI_API_KEY"]
+        return cls(
+            base_url,
+            api_key=api_key,
+            model=settings.openai_model,
+            timeout_s=settings.llm_timeout_s,
+            context_tokens=settings.llm_context,
+        )
+
+    def client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                timeout=self.timeout_s,
+                max_retries=0,
+            )
+            self._clients[loop] = client
+        return client
+
+    def generate(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> Generation:
+        return OpenAIGeneration(self, messages, options or GenerationOptions())
+
+    async def resolve_model(self) -> str:
+        """``default`` means whatever the server serves first (llama.cpp, vLLM, Ollama)."""
+        if self.model_id != "default":
+            return self.model_id
+        try:
+            page = await self.client().models.list()
+            models = [m.id for m in page.data]
+        except openai.APIError:
+            return self.model_id
+        if models:
+            self.model_id = models[0]
+        return self.model_id
+
+    async def open_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Any:
+        """Start a streaming completion, retrying transient failures with backoff."""
+        model = await self.resolve_model()
+        attempt = 0
+        while True:
+            kwargs: dict[str, Any] = {
+                "model": model,
+                "messages": [{"role": m.role, "content": m.content} for m in messages],
+                "stream": True,
+                "max_tokens": options.max_tokens,
+                "temperature": options.temperature,
+                "top_p": options.top_p,
+            }
+            if options.stop:
+                kwargs["stop"] = options.stop
+            if options.seed is not None:
+                kwargs["seed"] = options.seed
+            if self._usage_option:
+                kwargs["stream_options"] = {"include_usage": True}
+            try:
+                return await self.client().chat.completions.create(**kwargs)
+            except openai.APIStatusError as exc:
+                if exc.status_code in (400, 422) and self._usage_option and _mentions_option(exc):
+                    self._usage_option = False  # an older server: ask without it
+                    continue
+                if exc.status_code not in RETRY_STATUSES:
+                    raise self._fatal(exc) from exc
+                wait = _retry_after(exc)
+                if attempt >= self.max_retries or (wait or 0) > MAX_RETRY_AFTER_S:
+                    raise LLMUnavailable(
+                        f"{self.base_url} answered {exc.status_code} after {attempt + 1} tries",
+                        retry_after=wait or self._delay(attempt),
+                    ) from exc
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                wait = None
+                if attempt >= self.max_retries:
+                    raise LLMUnavailable(
+                        f"{self.base_url} unreachable after {attempt + 1} tries: {exc}",
+                        retry_after=self._delay(attempt),
+                    ) from exc
+            await asyncio.sleep(wait if wait is not None else self._delay(attempt))
+            attempt += 1
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (AWS architecture blog's variant)."""
+        return self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+
+    def _fatal(self, exc: openai.APIStatusError) -> LLMError:
+        if exc.status_code in (401, 403):
+            return LLMError(
+                f"{self.base_url} refused the API key ({exc.status_code}): set openai_api_key "
+                "in config.toml or TOWNSQUARE_OPENAI_API_KEY"
+            )
+        if exc.status_code == 404:
+            return LLMError(
+                f"{self.base_url}: model {self.model_id!r} or endpoint not found (404): check "
+                "openai_model / TOWNSQUARE_OPENAI_MODEL and that the base URL ends in /v1"
+            )
+        return LLMError(f"{self.base_url} answered {exc.status_code}: {exc.message}")
+
+    async def aclose(self) -> None:
+        clients = list(self._clients.items())
+        self._clients.clear()
+        for loop, client in clients:
+            if loop is asyncio.get_running_loop():
+                await client.close()
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from LLM servers; fall back to our backoff
+
+
+def _mentions_option(exc: openai.APIStatusError) -> bool:
+    return "stream_options" in str(exc.message) or "include_usage" in str(exc.message)
+
+
+@LLMS.register("openai")
+def create(settings: Settings) -> OpenAIBackend:
+    return OpenAIBackend.from_settings(settings)

@@ -1,0 +1,162 @@
+"""The post model and the events sources emit.
+
+Every source normalizes what it reads into these few plain dataclasses, so
+everything downstream (store, index, retrieval, answers, trends) speaks one
+vocabulary. Dataclasses with slots, not pydantic models: ingest handles tens
+of thousands of these a second and validation happens once, in the source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+HASHTAG_RE = re.compile(r"(?<![\w&])#(\w{1,100})", re.UNICODE)
+MENTION_RE = re.compile(r"(?<![\w@])@([\w.\-]{1,100}(?:@[\w.\-]+)?)", re.UNICODE)
+
+
+def extract_hashtags(text: str) -> list[str]:
+    """Lower-cased hashtags in order of first appearance, without the '#'."""
+    seen: dict[str, None] = {}
+    for m in HASHTAG_RE.finditer(text):
+        tag = m.group(1).lower()
+        if not tag.isdigit():
+            seen.setdefault(tag, None)
+    return list(seen)
+
+
+def extract_mentions(text: str) -> list[str]:
+    """Lower-cased @handles in order of first appearance, without the '@'."""
+    seen: dict[str, None] = {}
+    for m in MENTION_RE.finditer(text):
+        seen.setdefault(m.group(1).rstrip(".-").lower(), None)
+    return list(seen)
+
+
+@dataclass(slots=True)
+class Post:
+    """One normalized post.
+
+    ``id`` is source-scoped and stable (``bluesky:at://did/app.bsky.feed.post/rkey``,
+    ``mastodon:<status uri>``, ``rss:<guid or hash>``, ``jsonl:<id>``) so that
+    replaying a stream upserts rather than duplicates. Times are aware UTC
+    datetimes. ``raw`` keeps the source record for audit and re-parsing.
+    """
+
+    id: str
+    source: str
+    author: str
+    text: str
+    created_at: datetime
+    author_name: str | None = None
+    #: The stable account id behind ``author`` (a Bluesky DID, a Mastodon
+    #: account URI); handles change, this does not. Defaults to ``author``.
+    author_id: str | None = None
+    url: str | None = None
+    lang: str | None = None
+    hashtags: list[str] = field(default_factory=list)
+    mentions: list[str] = field(default_factory=list)
+    reply_to: str | None = None
+    quote_of: str | None = None
+    indexed_at: datetime | None = None
+    raw: Any = None
+
+    def __post_init__(self) -> None:
+        if self.author_id is None:
+            self.author_id = self.author
+        if self.created_at.tzinfo is None:
+            self.created_at = self.created_at.replace(tzinfo=UTC)
+        elif self.created_at.utcoffset():
+            self.created_at = self.created_at.astimezone(UTC)
+        if not self.hashtags:
+            self.hashtags = extract_hashtags(self.text)
+        if not self.mentions:
+            self.mentions = extract_mentions(self.text)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The JSON shape surfaces return (no raw record)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "author": self.author,
+            "author_name": self.author_name,
+            "author_id": self.author_id,
+            "text": self.text,
+            "created_at": iso(self.created_at),
+            "indexed_at": iso(self.indexed_at) if self.indexed_at else None,
+            "url": self.url,
+            "lang": self.lang,
+            "hashtags": list(self.hashtags),
+            "mentions": list(self.mentions),
+            "reply_to": self.reply_to,
+            "quote_of": self.quote_of,
+        }
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 in UTC with a 'Z', the one time format every surface prints."""
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- events a source emits -------------------------------------------------
+
+
+@dataclass(slots=True)
+class Upsert:
+    """Create or replace a post (an edit re-indexes it)."""
+
+    post: Post
+
+
+@dataclass(slots=True)
+class Delete:
+    """Remove a post by id; deleting an unknown id is not an error."""
+
+    id: str
+
+
+@dataclass(slots=True)
+class Identity:
+    """An author's handle changed (Bluesky identity events): ``did`` -> ``handle``."""
+
+    did: str
+    handle: str
+
+
+@dataclass(slots=True)
+class Quarantine:
+    """Input that could not be understood: kept, with why, never silently dropped."""
+
+    source: str
+    raw: bytes
+    reason: str
+
+
+Event = Upsert | Delete | Identity | Quarantine
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events a source read, plus the cursor that resumes *after* them.
+
+    The pipeline commits the events and the cursor in one transaction, so a
+    crash either keeps both or neither: nothing acknowledged is lost and
+    nothing is applied twice.
+    """
+
+    events: list[Event]
+    cursor: str | None
+    #: When the newest event in this batch was produced at the source, if known;
+    #: used for the "lag behind the source" figure.
+    source_time: datetime | None = None
+
+
+QUARANTINE_RAW_CAP = 16 * 1024
+
+
+def quarantine(source: str, raw: bytes | str, reason: str) -> Quarantine:
+    """Build a quarantine event with the raw bytes capped."""
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    return Quarantine(source=source, raw=data[:QUARANTINE_RAW_CAP], reason=reason)

@@ -1,0 +1,130 @@
+"""Hybrid retrieval: lexical + dense candidates, fused by rank, weighted by recency.
+
+Each retriever proposes candidates in its own order; reciprocal rank fusion
+(RRF, Cormack et al. 2009) combines them without calibrating BM25 against
+cosine, then a recency factor with a configurable half-life favours fresh
+posts without burying an old post that is the only real match:
+
+    score = (sum over lists of 1 / (k + rank)) * (floor + (1 - floor) * 0.5 ** (age / half_life))
+
+Filters are applied inside each retriever (SQL for lexical; time window in
+the dense index, the rest at hydration), so a narrow filter never starves
+the result list.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+from townsquare.index.embedder import Embedder
+from townsquare.model import Post
+from townsquare.store.base import Candidate, SearchFilters, Store
+from townsquare.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from townsquare.index.dense import DenseIndex
+
+Mode = Literal["hybrid", "lexical", "dense", "recent"]
+RRF_K = 60
+RECENCY_FLOOR = 0.25
+#: How stale the in-process dense index may be before a search pulls new vectors.
+DENSE_SYNC_S = 0.1
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    query: str
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    limit: int = 10
+    mode: Mode = "hybrid"
+
+
+@dataclass(slots=True)
+class SearchHit:
+    post: Post
+    score: float
+    lexical_rank: int | None = None
+    dense_rank: int | None = None
+
+
+class Retriever:
+    """Searches one store (and its dense index, when there is an embedder)."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder | None = None,
+        dense: DenseIndex | None = None,
+        half_life: timedelta = timedelta(hours=6),
+        clock: type[datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        if dense is None and embedder is not None:
+            from townsquare.index.dense import DenseIndex
+
+            dense = DenseIndex(embedder.dim)
+        self.dense = dense
+        self.half_life = half_life
+        self._synced_at = 0.0
+        self._sync_lock = threading.Lock()
+
+    def sync_dense(self, force: bool = False) -> int:
+        """Pull vectors written since the last sync (by this or another process)."""
+        if self.dense is None:
+            return 0
+        now = time.monotonic()
+        if not force and now - self._synced_at < DENSE_SYNC_S:
+            return 0
+        with self._sync_lock:
+            self._synced_at = now
+            return self.dense.sync(self.store)
+
+    def search(self, req: SearchRequest, now: datetime | None = None) -> list[SearchHit]:
+        limit = max(1, min(req.limit, 1000))
+        now = now or utcnow()
+        query = req.query.strip()
+        mode: Mode = req.mode if query else "recent"
+        if mode == "recent":
+            cands = self.store.recent(req.filters, limit)
+            posts = self.store.posts_by_keys([c.key for c in cands])
+            return [SearchHit(posts[c.key], c.score) for c in cands if c.key in posts]
+
+        depth = max(50, limit * 5)
+        lexical: list[Candidate] = []
+        dense: list[Candidate] = []
+        if mode in ("hybrid", "lexical"):
+            lexical = self.store.lexical(query, req.filters, depth)
+        if mode in ("hybrid", "dense") and self.embedder is not None and self.dense is not None:
+            self.sync_dense()
+            qvec = self.embedder.embed_query(query)
+            since_ms = int(req.filters.since.timestamp() * 1000) if req.filters.since else None
+            until_ms = int(req.filters.until.timestamp() * 1000) if req.filters.until else None
+            floor = self.embedder.min_similarity
+            dense = [
+                c for c in self.dense.search(qvec, depth, since_ms, until_ms) if c.score >= floor
+            ]
+
+        lex_rank = {c.key: i for i, c in enumerate(lexical)}
+        dense_rank = {c.key: i for i, c in enumerate(dense)}
+        keys = list(dict.fromkeys([*lex_rank, *dense_rank]))
+        posts = self.store.posts_by_keys(keys, req.filters)
+        half_life_s = max(self.half_life.total_seconds(), 1.0)
+        hits = []
+        for key in keys:
+            post = posts.get(key)
+            if post is None:  # deleted, or filtered out at hydration
+                continue
+            lr, dr = lex_rank.get(key), dense_rank.get(key)
+            rrf = (1 / (RRF_K + lr) if lr is not None else 0.0) + (
+                1 / (RRF_K + dr) if dr is not None else 0.0
+            )
+            age = max(0.0, (now - post.created_at).total_seconds())
+            decay = RECENCY_FLOOR + (1 - RECENCY_FLOOR) * 0.5 ** (age / half_life_s)
+            hits.append(SearchHit(post, rrf * decay, lr, dr))
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:limit]

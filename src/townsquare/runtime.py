@@ -1,0 +1,66 @@
+"""The objects a running townsquare needs, built lazily from settings.
+
+CLI commands and the server both go through :class:`Runtime`, so "which
+store, which embedder, which LLM" is decided in one place. Everything is
+created on first use: ``townsquare search`` never loads an LLM, and
+``--help`` never opens a database.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from townsquare.config import Settings
+from townsquare.index import EMBEDDERS, Embedder
+from townsquare.retrieval import Retriever
+from townsquare.store import Store, open_store
+from townsquare.timeutil import parse_duration
+
+if TYPE_CHECKING:
+    from townsquare.llm import LLM
+
+
+class Runtime:
+    def __init__(self, settings: Settings, read_only: bool = False) -> None:
+        self.settings = settings
+        self.read_only = read_only
+        self._llms: dict[str, LLM] = {}
+        self._llm_lock = threading.Lock()
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self.settings.store, self.settings.home, read_only=self.read_only)
+
+    @cached_property
+    def embedder(self) -> Embedder | None:
+        name = self.settings.embedder
+        if name == "none":
+            return None
+        return EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(
+            self.store, self.embedder, half_life=parse_duration(self.settings.half_life)
+        )
+
+    def llm(self, name: str | None = None) -> LLM:
+        """The LLM backend by name (default: settings.llm), created once per runtime."""
+        from townsquare.llm import LLMS
+
+        key = name or self.settings.llm
+        with self._llm_lock:
+            if key not in self._llms:
+                llm = LLMS.create(key, self.settings)
+                if key == "openai":
+                    from townsquare.llm.limiter import ConcurrencyLimitedLLM
+
+                    llm = ConcurrencyLimitedLLM(llm, self.settings.llm_max_concurrency)
+                self._llms[key] = llm
+            return self._llms[key]
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()

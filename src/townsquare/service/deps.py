@@ -1,0 +1,98 @@
+"""What route handlers share: the :class:`Services` bundle and the caller's identity."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from townsquare.runtime import Runtime
+from townsquare.service.auth import Authenticator, Principal
+from townsquare.service.errors import ApiError
+from townsquare.service.ledger import UsageLedger
+from townsquare.service.limits import MonthlyQuota, RateLimiter
+from townsquare.service.metrics import CachedStats, Metrics
+from townsquare.service.search_cache import SearchCache
+from townsquare.service.supervisor import Supervisor
+
+#: The bearer scheme as /openapi.json declares it (the gate middleware does the checking).
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`ts-...`) from `townsquare keys create`.",
+}
+
+
+@dataclass
+class Services:
+    """Everything a request may need, built once by ``create_app``."""
+
+    runtime: Runtime
+    auth: Authenticator
+    limiter: RateLimiter
+    quota: MonthlyQuota
+    ledger: UsageLedger
+    metrics: Metrics
+    stats: CachedStats
+    search_cache: SearchCache
+    supervisor: Supervisor | None = None
+    #: The answer engine (``townsquare.answer.engine.AnswerEngine``), built on first chat.
+    engine: Any = None
+    #: The trend engine, when ``townsquare.trends`` is available.
+    trends: Any = None
+    #: The story summarizer (``townsquare.answer.summaries.StorySummarizer``), built on first use.
+    story_summarizer: Any = None
+    #: The story loop (``townsquare.service.story_loop.StoryLoop``) once it runs.
+    story_loop: Any = None
+    started: float = field(default_factory=time.time)
+
+    def meter(self, who: Principal, model: str, prompt: int, completion: int, route: str) -> None:
+        """Record one metered request: ledger, per-minute tokens, monthly quota, metrics."""
+        self.ledger.record(who.key_id, model, prompt, completion, route)
+        tokens = prompt + completion
+        if tokens:
+            self.limiter.charge_tokens(who, tokens)
+            self.quota.charge(who.key_id, tokens)
+            self.metrics.count_tokens(model, prompt, completion)
+
+
+def declare_security(app: FastAPI, is_public: Callable[[str], bool]) -> None:
+    """Mark every non-public operation in /openapi.json as needing the bearer key.
+
+    Declared here rather than through a ``Security`` dependency, which FastAPI
+    would resolve on every request for a check the gate has already made.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": SECURITY_SCHEME}
+            for path, operations in schema.get("paths", {}).items():
+                if not is_public(path):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Dependencies are ``async def``: FastAPI runs plain ``def`` ones in a thread pool,
+# a thread hop per request for what is an attribute lookup.
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_principal(request: Request) -> Principal:
+    """The key the gate authenticated (deny by default: none means 401)."""
+    who = getattr(request.state, "principal", None)
+    if not isinstance(who, Principal):
+        raise ApiError(401, "You didn't provide an API key.", code="missing_api_key")
+    return who

@@ -1,0 +1,136 @@
+"""One error shape for every failure: OpenAI's ``{"error": {message, type, param, code}}``.
+
+Stock OpenAI clients parse this body to build their exceptions, so every
+path that can fail answers in it: our own :class:`ApiError`, FastAPI's
+validation errors (400, not FastAPI's usual 422), Starlette's 404 and 405
+for unknown routes and methods, the body-size guard (413), the gate (401,
+403, 429), the answer backend being down (503), and anything unexpected
+(500, with the details left in the server log, not in the response).
+``tests/test_service_errors.py`` pins each status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
+
+from townsquare.llm import LLMUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Default (type, code) per status, for errors raised without their own.
+_DEFAULTS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", "internal_error"),
+    503: ("server_error", "service_unavailable"),
+}
+
+
+class ApiError(Exception):
+    """An error the API reports to its caller, with the status and headers it needs."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        default_type, default_code = _DEFAULTS.get(status, ("invalid_request_error", "error"))
+        self.status = status
+        self.message = message
+        self.type = type or default_type
+        self.code = code or default_code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.code, self.param)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def error_body(
+    message: str, type: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+async def send_error(send: Send, error: ApiError) -> None:
+    """Answer from a pure ASGI middleware (no request object there)."""
+    response = error.response()
+    await send(
+        {"type": "http.response.start", "status": response.status_code,
+         "headers": response.raw_headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    first_param: str | None = None
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc)
+        if first_param is None and where:
+            first_param = where
+        problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+    return "Invalid request: " + "; ".join(problems), first_param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure the app can raise through the one shape."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if status == 404 and message == "Not Found":
+            message = "Unknown URL; see /openapi.json for the routes this server offers"
+        elif status == 405:
+            message = "Method not allowed for this URL"
+        return ApiError(status, message, headers=exc.headers).response()
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _validation_message(exc)
+        return ApiError(400, message, code="invalid_value", param=param).response()
+
+    async def llm_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, LLMUnavailable)
+        retry = max(1, round(exc.retry_after))
+        return ApiError(
+            503, f"The answer backend is unavailable: {exc}",
+            headers={"Retry-After": str(retry)},
+        ).response()
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return ApiError(500, "The server had an error while processing your request").response()
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(LLMUnavailable, llm_unavailable)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,456 @@
+"""Standing queries: ``/v1/watches``, saved queries that push new posts or new stories.
+
+A watch is a query plus filters saved by one API key (only that key lists,
+reads or deletes it; any other key gets 404). It is one of two kinds:
+
+- ``posts`` (the default): every batch the supervisor commits is matched
+  against the watches, new posts only;
+- ``stories``: each story refresh (:mod:`townsquare.service.story_loop`)
+  matches the window's stories, and a story the watch has not reported yet
+  (by id, which survives refreshes) is pushed once it has ``min_posts`` posts.
+
+Each match is
+
+- sent to the watch's live subscribers, ``GET /v1/watches/{id}/events``
+  (Server-Sent Events, ``event: post`` or ``event: story``), and
+- POSTed as JSON to the watch's ``webhook_url`` if it has one, from a
+  background thread with a timeout and bounded retries: ingest never waits
+  on a webhook, and a full delivery queue drops (and logs) rather than grow.
+
+Matching rule (cheap, lexical): the query and the text are case- and
+accent-folded and split into word tokens; the text matches when at least
+``min_terms`` of the query's distinct tokens occur in it (default: all of
+them). A post's text is its own, and it must pass every given filter
+(``authors`` compared folded, ``sources``, ``langs``); a story's text is its
+title, features and its first posts. Posts are never matched twice for one
+commit; edits re-committed by a source may match again.
+
+Watches are saved in ``<home>/watches.json`` (written atomically), with the
+stories each one already reported, so they survive restarts of this process.
+Replicas with separate homes do not share them; webhooks to loopback or
+private addresses are allowed (self-hosted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import re
+import secrets
+import threading
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, field_validator
+
+from townsquare.model import Post
+from townsquare.service.auth import Principal
+from townsquare.service.deps import Services, get_principal
+from townsquare.service.errors import ApiError
+from townsquare.trends.windows import DEFAULT_WINDOWS
+
+if TYPE_CHECKING:
+    from townsquare.trends.stories import Story
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+MAX_WATCHES_PER_KEY = 50
+#: Events a slow SSE subscriber may have pending before new ones are dropped for it.
+SUBSCRIBER_BACKLOG = 1000
+#: Webhook deliveries pending before new ones are dropped.
+WEBHOOK_BACKLOG = 10_000
+WEBHOOK_TIMEOUT_S = 5.0
+WEBHOOK_ATTEMPTS = 3
+HEARTBEAT_S = 15.0
+#: Story ids a watch remembers having reported (oldest forgotten first).
+MAX_NOTIFIED = 500
+WatchKind = Literal["posts", "stories"]
+STORY_WINDOWS = tuple(spec.name for spec in DEFAULT_WINDOWS)
+
+_TOKEN_RE = re.compile(r"\w+")
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents, so ``Grève`` matches ``greve``."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def tokens(text: str) -> set[str]:
+    return set(_TOKEN_RE.findall(fold(text)))
+
+
+@dataclass
+class Watch:
+    """One saved query, owned by the key id that created it."""
+
+    id: str
+    owner: int
+    query: str
+    min_terms: int
+    authors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    langs: list[str] = field(default_factory=list)
+    webhook_url: str | None = None
+    created_at: float = field(default_factory=time.time)
+    kind: WatchKind = "posts"
+    #: Stories: the trend window watched, and the size a story needs to be reported.
+    window: str = "1h"
+    min_posts: int = 1
+    #: Stories: ids already reported (persisted, so a restart does not repeat them).
+    notified: list[str] = field(default_factory=list)
+
+    @cached_property
+    def terms(self) -> set[str]:
+        return tokens(self.query)
+
+    def matches_story(self, story: Story, text: str) -> bool:
+        if story.size < self.min_posts or story.id in self.notified:
+            return False
+        return len(self.terms & tokens(text)) >= self.min_terms
+
+    def matches(self, post: Post, post_tokens: set[str]) -> bool:
+        if self.authors and fold(post.author) not in {fold(a) for a in self.authors}:
+            return False
+        if self.sources and post.source not in self.sources:
+            return False
+        if self.langs and (post.lang or "") not in self.langs:
+            return False
+        return len(self.terms & post_tokens) >= self.min_terms
+
+    def public_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["owner"], out["notified"]
+        if self.kind == "posts":
+            del out["window"], out["min_posts"]
+        out["object"] = "watch"
+        return out
+
+
+class WatchFile:
+    """The saved watches: a JSON list in one file, rewritten atomically on each change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        if path.exists():
+            try:
+                items = json.loads(path.read_text(encoding="utf-8"))
+                for item in items:
+                    watch = Watch(**item)
+                    self._watches[watch.id] = watch
+            except (ValueError, TypeError) as exc:  # keep serving; keep the file for a human
+                aside = path.with_name(path.name + ".unreadable")
+                os.replace(path, aside)
+                self._watches.clear()
+                log.error("could not read %s (%s); moved it to %s", path, exc, aside)
+
+    def all(self) -> list[Watch]:
+        with self._lock:
+            return list(self._watches.values())
+
+    def of(self, owner: int) -> list[Watch]:
+        return [w for w in self.all() if w.owner == owner]
+
+    def get(self, owner: int, watch_id: str) -> Watch | None:
+        with self._lock:
+            watch = self._watches.get(watch_id)
+        return watch if watch is not None and watch.owner == owner else None
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches[watch.id] = watch
+            self._save()
+
+    def remove(self, watch_id: str) -> None:
+        with self._lock:
+            self._watches.pop(watch_id, None)
+            self._save()
+
+    def mark_notified(self, marks: list[tuple[Watch, str]]) -> None:
+        """Record reported stories, then save once."""
+        with self._lock:
+            for watch, story_id in marks:
+                watch.notified.append(story_id)
+                del watch.notified[:-MAX_NOTIFIED]
+            self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        data = [asdict(w) for w in self._watches.values()]
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[dict[str, Any]]
+
+
+class WatchHub:
+    """Matches committed posts against the watches and fans the matches out."""
+
+    def __init__(self, saved: WatchFile) -> None:
+        self.saved = saved
+        self._subs: dict[str, set[_Subscriber]] = {}
+        self._subs_lock = threading.Lock()
+        self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(WEBHOOK_BACKLOG)
+        self._sender: threading.Thread | None = None
+        self.delivered = 0
+        self.failed = 0
+
+    # --- matching (an ingest listener: runs in the committing thread) -------------
+
+    def listener(self, posts: list[Post], _deleted: list[str]) -> None:
+        watches = [w for w in self.saved.all() if w.kind == "posts"]
+        if not watches or not posts:
+            return
+        folded = [(p, tokens(p.text)) for p in posts]
+        for watch in watches:
+            for post, post_tokens in folded:
+                if watch.matches(post, post_tokens):
+                    self._push(watch, {"watch_id": watch.id, "post": post.public_dict()})
+
+    # --- stories (called by the story loop after each refresh) ---------------------
+
+    def story_windows(self) -> set[str]:
+        """The windows some story watch looks at."""
+        return {w.window for w in self.saved.all() if w.kind == "stories"}
+
+    def new_stories(
+        self, window: str, stories: list[Story], text_of: Callable[[Story], str]
+    ) -> list[tuple[Watch, Story]]:
+        """(watch, story) pairs to report: matching, big enough, not reported before."""
+        watches = [w for w in self.saved.all() if w.kind == "stories" and w.window == window]
+        if not watches or not stories:
+            return []
+        texts = {s.id: text_of(s) for s in stories}
+        return [(w, s) for w in watches for s in stories if w.matches_story(s, texts[s.id])]
+
+    def push_stories(self, found: list[tuple[Watch, dict[str, Any]]]) -> None:
+        """Send each story event, then remember it was sent (one file write)."""
+        for watch, story in found:
+            self._push(watch, {"watch_id": watch.id, "story": story})
+        if found:
+            self.saved.mark_notified([(w, str(story["id"])) for w, story in found])
+
+    def _push(self, watch: Watch, event: dict[str, Any]) -> None:
+        with self._subs_lock:
+            subs = list(self._subs.get(watch.id, ()))
+        for sub in subs:
+            sub.loop.call_soon_threadsafe(_offer, sub.queue, event)
+        if watch.webhook_url:
+            try:
+                self._outbox.put_nowait((watch.webhook_url, event))
+            except queue.Full:
+                log.warning("webhook backlog full; dropped an event for watch %s", watch.id)
+                return
+            self._ensure_sender()
+
+    # --- SSE subscribers ---------------------------------------------------------
+
+    def subscribe(self, watch_id: str) -> _Subscriber:
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue(SUBSCRIBER_BACKLOG))
+        with self._subs_lock:
+            self._subs.setdefault(watch_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, watch_id: str, sub: _Subscriber) -> None:
+        with self._subs_lock:
+            subs = self._subs.get(watch_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[watch_id]
+
+    def subscribers(self, watch_id: str) -> int:
+        with self._subs_lock:
+            return len(self._subs.get(watch_id, ()))
+
+    # --- webhooks (one daemon thread, so ingest and the event loop never wait) ----
+
+    def _ensure_sender(self) -> None:
+        with self._subs_lock:
+            if self._sender is None or not self._sender.is_alive():
+                self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                                name="townsquare-webhooks")
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        with httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False) as client:
+            while True:
+                try:
+                    url, event = self._outbox.get(timeout=30)
+                except queue.Empty:
+                    return  # idle: the next match starts a new sender
+                self._deliver(client, url, event)
+
+    def _deliver(self, client: httpx.Client, url: str, event: dict[str, Any]) -> None:
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            try:
+                resp = client.post(url, json=event)
+                if resp.status_code < 500 and resp.status_code != 429:
+                    if resp.is_success:
+                        self.delivered += 1
+                    else:  # a 4xx will not get better by retrying
+                        self.failed += 1
+                        log.warning("webhook %s answered %s", url, resp.status_code)
+                    return
+            except httpx.HTTPError as exc:
+                log.info("webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
+            if attempt + 1 < WEBHOOK_ATTEMPTS:
+                time.sleep(0.5 * 2**attempt)
+        self.failed += 1
+        log.warning("webhook %s: gave up after %d attempts", url, WEBHOOK_ATTEMPTS)
+
+
+def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+    try:
+        q.put_nowait(event)
+    except asyncio.QueueFull:
+        pass  # a subscriber this far behind loses events rather than memory
+
+
+def mount(app: FastAPI, services: Services) -> WatchHub:
+    """Load the saved watches, hear every committed post, serve the routes."""
+    hub = WatchHub(WatchFile(services.runtime.settings.home / "watches.json"))
+    if services.supervisor is not None:
+        services.supervisor.add_listener(hub.listener)
+    app.state.watches = hub
+    app.include_router(router)
+    return hub
+
+
+def _hub(request: Request) -> WatchHub:
+    hub: WatchHub = request.app.state.watches
+    return hub
+
+
+# --- routes ------------------------------------------------------------------------
+
+
+class WatchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=500)
+    min_terms: int | None = Field(
+        None, ge=1, le=50,
+        description="How many of the query's words a post must contain (default: all)")
+    authors: list[str] = Field(default_factory=list, max_length=100)
+    sources: list[str] = Field(default_factory=list, max_length=20)
+    langs: list[str] = Field(default_factory=list, max_length=20)
+    webhook_url: str | None = Field(None, max_length=2000)
+    kind: WatchKind = Field(
+        "posts", description="posts: push each new matching post; stories: push each new "
+        "trending story that matches")
+    window: str = Field("1h", max_length=16, description="stories: the trend window watched")
+    min_posts: int = Field(
+        1, ge=1, le=1_000_000, description="stories: the posts a story needs to be reported")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_only(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return url
+
+
+def _not_found(watch_id: str) -> ApiError:
+    return ApiError(404, f"No watch {watch_id!r} for this key", code="watch_not_found",
+                    param="id")
+
+
+@router.post("/watches", summary="Save a standing query that pushes new posts or stories")
+async def create_watch(
+    body: WatchRequest,
+    request: Request,
+    who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    terms = tokens(body.query)
+    if not terms:
+        raise ApiError(400, "query must contain at least one word", code="invalid_value",
+                       param="query")
+    if body.min_terms is not None and body.min_terms > len(terms):
+        raise ApiError(400, f"min_terms is more than the query's {len(terms)} words",
+                       code="invalid_value", param="min_terms")
+    if body.kind == "stories" and body.window not in STORY_WINDOWS:
+        raise ApiError(400, f"window must be one of {', '.join(STORY_WINDOWS)}",
+                       code="invalid_value", param="window")
+    if len(hub.saved.of(who.key_id)) >= MAX_WATCHES_PER_KEY:
+        raise ApiError(400, f"At most {MAX_WATCHES_PER_KEY} watches per key",
+                       code="too_many_watches")
+    watch = Watch(
+        id="watch_" + secrets.token_hex(8), owner=who.key_id, query=body.query,
+        min_terms=body.min_terms or len(terms), authors=body.authors, sources=body.sources,
+        langs=body.langs, webhook_url=body.webhook_url, kind=body.kind,
+        window=body.window, min_posts=body.min_posts,
+    )
+    await asyncio.to_thread(hub.saved.add, watch)
+    return watch.public_dict()
+
+
+@router.get("/watches", summary="The calling key's watches")
+async def list_watches(
+    request: Request, who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    watches = sorted(_hub(request).saved.of(who.key_id), key=lambda w: w.created_at)
+    return {"object": "list", "data": [w.public_dict() for w in watches]}
+
+
+@router.delete("/watches/{watch_id}", summary="Delete one of the calling key's watches")
+async def delete_watch(
+    watch_id: str, request: Request, who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    if hub.saved.get(who.key_id, watch_id) is None:
+        raise _not_found(watch_id)
+    await asyncio.to_thread(hub.saved.remove, watch_id)
+    return {"id": watch_id, "object": "watch", "deleted": True}
+
+
+@router.get("/watches/{watch_id}/events",
+            summary="New posts or stories matching a watch, as Server-Sent Events")
+async def watch_events(
+    watch_id: str,
+    request: Request,
+    who: Principal = Depends(get_principal),
+) -> StreamingResponse:
+    hub = _hub(request)
+    if hub.saved.get(who.key_id, watch_id) is None:
+        raise _not_found(watch_id)
+    sub = hub.subscribe(watch_id)  # before the response starts: no post is missed after 200
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield f": watching {watch_id}\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    if hub.saved.get(who.key_id, watch_id) is None:
+                        yield "event: deleted\ndata: {}\n\n"
+                        return
+                    yield ": heartbeat\n\n"
+                    continue
+                name = "story" if "story" in event else "post"
+                yield f"event: {name}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+        finally:
+            hub.unsubscribe(watch_id, sub)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,207 @@
+"""``jsonl``: posts as JSON Lines from a file, a glob, or ``-`` (stdin).
+
+One JSON object per line. Required: ``id``, ``author``, ``text``,
+``created_at`` (ISO 8601 or epoch seconds/ms). Optional: ``url``, ``lang``,
+``author_name``, ``reply_to``, ``quote_of``. A line ``{"id": X, "deleted": true}``
+deletes post X. Post ids become ``jsonl:<id>``.
+
+The cursor is the byte offset after the last complete line of each file, so a
+restart resumes exactly where the last committed batch ended; a line still
+being written (no newline yet) is left for the next read. Without
+``--follow`` the source stops at the end of its input; with it, it tails the
+file(s) like ``tail -f``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+from townsquare.model import Batch, Delete, Event, Post, Upsert, quarantine
+from townsquare.sources import SOURCES
+from townsquare.sources.base import Source, SourceError
+from townsquare.timeutil import parse_time
+
+REQUIRED = ("id", "author", "text", "created_at")
+MAX_BATCH_LINES = 2000
+POLL_S = 0.05
+
+
+def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
+    """One line -> Upsert, Delete, or Quarantine (with the reason)."""
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return quarantine(source, line, f"invalid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return quarantine(source, line, f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("deleted") is True and obj.get("id") not in (None, ""):
+        return Delete(id=f"{source}:{obj['id']}")
+    missing = [k for k in REQUIRED if obj.get(k) in (None, "")]
+    if missing:
+        return quarantine(source, line, f"missing required field(s): {', '.join(missing)}")
+    try:
+        created = parse_time(obj["created_at"])
+    except (ValueError, OverflowError, OSError) as exc:
+        return quarantine(source, line, f"bad created_at: {exc}")
+    bad = [k for k in ("author", "text") if not isinstance(obj[k], str)]
+    if bad:
+        return quarantine(source, line, f"field(s) must be strings: {', '.join(bad)}")
+    post = Post(
+        id=f"{source}:{obj['id']}",
+        source=source,
+        author=obj["author"].lstrip("@"),
+        author_name=_opt_str(obj.get("author_name")),
+        text=obj["text"],
+        created_at=created,
+        url=_opt_str(obj.get("url")),
+        lang=_lang(obj.get("lang")),
+        reply_to=_ref(source, obj.get("reply_to")),
+        quote_of=_ref(source, obj.get("quote_of")),
+        raw=line if isinstance(line, str) else line.decode("utf-8", "replace"),
+    )
+    return Upsert(post)
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _lang(value: Any) -> str | None:
+    """Primary subtag, lower-cased (``en-US`` -> ``en``), as the other sources store it."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().replace("_", "-").split("-")[0].lower()
+
+
+def _ref(source: str, value: Any) -> str | None:
+    return f"{source}:{value}" if value not in (None, "") else None
+
+
+class JsonlSource(Source):
+    kind = "jsonl"
+
+    def __init__(self, target: str | None, follow: bool = False, **options: Any) -> None:
+        if options:
+            raise SourceError(f"jsonl does not take option(s): {', '.join(options)}")
+        if not target:
+            raise SourceError("jsonl needs a file, a glob, or - for stdin")
+        self.target = target
+        self.follow = follow
+        self.connected = True
+        self.last_error: str | None = None
+        if not follow and target != "-" and not self._paths():
+            raise SourceError(f"no files match: {target}")
+
+    @property
+    def key(self) -> str:
+        if self.target == "-":
+            return "jsonl:-"
+        return f"jsonl:{os.path.abspath(self.target)}"
+
+    def _paths(self) -> list[str]:
+        if self.target == "-":
+            return ["-"]
+        if any(c in self.target for c in "*?["):
+            return sorted(glob.glob(self.target))
+        if not Path(self.target).exists() and not self.follow:
+            raise SourceError(f"no such file: {self.target}")
+        return [self.target]
+
+    async def stream(self, cursor: str | None) -> AsyncIterator[Batch]:
+        offsets: dict[str, int] = json.loads(cursor)["offsets"] if cursor else {}
+        if self.target == "-":
+            async for batch in self._stream_stdin():
+                yield batch
+            return
+        handles: dict[str, IO[bytes]] = {}
+        pending: dict[str, bytes] = {}
+        try:
+            while True:
+                progressed = False
+                for path in self._paths():
+                    fh = handles.get(path)
+                    if fh is None:
+                        try:
+                            fh = open(path, "rb")  # noqa: SIM115 - kept open while tailing
+                        except FileNotFoundError:
+                            continue
+                        size = os.fstat(fh.fileno()).st_size
+                        start = offsets.get(path, 0)
+                        fh.seek(start if start <= size else 0)  # truncated: start over
+                        offsets[path] = fh.tell()
+                        handles[path] = fh
+                        pending[path] = b""
+                    async for batch in self._drain(path, fh, offsets, pending):
+                        progressed = True
+                        yield batch
+                if not self.follow:
+                    return
+                if not progressed:
+                    await asyncio.sleep(POLL_S)
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    async def _drain(
+        self, path: str, fh: IO[bytes], offsets: dict[str, int], pending: dict[str, bytes]
+    ) -> AsyncIterator[Batch]:
+        while True:
+            events: list[Event] = []
+            while len(events) < MAX_BATCH_LINES:
+                line = fh.readline()
+                if not line:
+                    break
+                if not line.endswith(b"\n"):
+                    if self.follow:
+                        # A writer is mid-line: keep the fragment, don't advance.
+                        pending[path] += line
+                        break
+                    line += b"\n"
+                if pending[path]:
+                    line, pending[path] = pending[path] + line, b""
+                offsets[path] += len(line)
+                stripped = line.strip()
+                if stripped:
+                    events.append(parse_line(stripped))
+            if not events:
+                return
+            yield Batch(events, json.dumps({"offsets": offsets}), source_time=None)
+            await asyncio.sleep(0)
+
+    async def _stream_stdin(self) -> AsyncIterator[Batch]:
+        loop = asyncio.get_running_loop()
+        stdin = sys.stdin.buffer
+        count = 0
+        while True:
+            lines = await loop.run_in_executor(None, _read_lines, stdin, MAX_BATCH_LINES)
+            if not lines:
+                return
+            events = [parse_line(x.strip()) for x in lines if x.strip()]
+            count += len(lines)
+            yield Batch(events, json.dumps({"offsets": {"-": count}}))
+
+
+def _read_lines(fh: IO[bytes], n: int) -> list[bytes]:
+    out = []
+    deadline = time.monotonic() + POLL_S
+    for _ in range(n):
+        line = fh.readline()
+        if not line:
+            break
+        out.append(line)
+        if time.monotonic() > deadline:
+            break
+    return out
+
+
+@SOURCES.register("jsonl")
+def _create(target: str | None, **options: Any) -> JsonlSource:
+    return JsonlSource(target, **options)

@@ -1,0 +1,265 @@
+"""The Store interface: the only thing above storage that knows storage exists.
+
+Two implementations are registered: ``sqlite`` (embedded default: one file,
+WAL mode, a single writer and read-only readers) and ``postgresql`` (for
+several replicas). Everything above (ingest, retrieval, answers, service,
+trends) talks to this interface and never to SQL.
+
+Posts carry an integer ``key`` inside the store (SQLite rowid, PostgreSQL
+identity) that the dense index uses to align vectors with rows; the public
+identifier remains the string ``Post.id``.
+
+Writes are idempotent: ``apply`` upserts by post id, so replaying any prefix
+of a stream leaves the store unchanged, and it saves the stream's cursor in
+the same transaction as the events that cursor follows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from townsquare.model import Event, Post
+
+
+@dataclass(slots=True)
+class SearchFilters:
+    """The filters Grok's live-search API offers, in one place.
+
+    ``authors``: only these handles (or account ids); ``exclude_authors``: never
+    these; ``sources``: e.g. ``["bluesky", "rss"]``; ``langs``: e.g. ``["fr"]``.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    authors: list[str] = field(default_factory=list)
+    exclude_authors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    langs: list[str] = field(default_factory=list)
+    hashtags: list[str] = field(default_factory=list)
+
+    def matches(self, post: Post) -> bool:
+        """The same predicate the store applies in SQL, for in-memory candidates."""
+        if self.since and post.created_at < self.since:
+            return False
+        if self.until and post.created_at > self.until:
+            return False
+        who = {post.author.lower(), (post.author_id or "").lower()}
+        if self.authors and not who & {a.lower().lstrip("@") for a in self.authors}:
+            return False
+        if self.exclude_authors and who & {a.lower().lstrip("@") for a in self.exclude_authors}:
+            return False
+        if self.sources and post.source not in self.sources:
+            return False
+        if self.langs and (post.lang or "") not in self.langs:
+            return False
+        return not (self.hashtags and not set(self.hashtags) & set(post.hashtags))
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A post key with one retriever's score (higher is better)."""
+
+    key: int
+    score: float
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    upserted: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    identities: int = 0
+
+
+@dataclass(slots=True)
+class StoredVectors:
+    """Vectors changed since a sequence number (for the in-process dense index)."""
+
+    seqs: np.ndarray  # int64
+    keys: np.ndarray  # int64 post keys
+    created_ms: np.ndarray  # int64
+    vectors: np.ndarray  # (n, dim) int8, see townsquare.index.quantize
+    scales: np.ndarray  # float32 per-row dequantization scale
+
+
+@dataclass(slots=True)
+class QuarantineRecord:
+    id: int
+    source: str
+    raw: bytes
+    reason: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    id: int
+    name: str
+    tier: str
+    prefix: str
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class UsageRow:
+    key_id: int | None
+    key_name: str | None
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    role: str
+    content: str
+    created_at: datetime
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    owner: str | None
+    mode: str
+    created_at: datetime
+    messages: list[StoredMessage] = field(default_factory=list)
+
+
+class Store(ABC):
+    """Posts, their index, cursors, quarantine, and the service's accounts.
+
+    Implementations must be safe to call from several threads: one writer at
+    a time (they serialize writes themselves), any number of readers.
+    """
+
+    #: Registry name, e.g. ``"sqlite"``.
+    kind: str = ""
+
+    # -- ingest -------------------------------------------------------------
+
+    @abstractmethod
+    def apply(
+        self,
+        stream_key: str,
+        events: Sequence[Event],
+        cursor: str | None,
+        vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> ApplyResult:
+        """Apply events and save ``cursor`` for ``stream_key`` in one transaction.
+
+        ``vectors`` maps post id -> unit float32 vector for posts in ``events``
+        (the embedder ran before the write, outside the transaction).
+        """
+
+    @abstractmethod
+    def get_cursor(self, stream_key: str) -> str | None: ...
+
+    @abstractmethod
+    def cursors(self) -> dict[str, str]:
+        """Every saved cursor by stream key (for status pages)."""
+
+    # -- reads --------------------------------------------------------------
+
+    @abstractmethod
+    def get_post(self, post_id: str) -> Post | None: ...
+
+    @abstractmethod
+    def posts_by_keys(
+        self, keys: Sequence[int], filters: SearchFilters | None = None
+    ) -> dict[int, Post]:
+        """Hydrate keys; those deleted or not passing ``filters`` are absent."""
+
+    @abstractmethod
+    def lexical(self, query: str, filters: SearchFilters, limit: int) -> list[Candidate]:
+        """Full-text candidates, best first. ``query`` is user text: the store escapes it."""
+
+    @abstractmethod
+    def recent(self, filters: SearchFilters, limit: int) -> list[Candidate]:
+        """Newest posts passing ``filters``, newest first (score = created epoch seconds)."""
+
+    @abstractmethod
+    def iter_posts(
+        self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
+    ) -> Iterator[tuple[int, Post]]:
+        """Every stored post with key > ``after_key`` in key order (rebuilds, trends)."""
+
+    @abstractmethod
+    def vectors_since(self, seq: int, limit: int = 100_000) -> StoredVectors:
+        """Vectors written with a sequence number above ``seq``, in seq order."""
+
+    @abstractmethod
+    def embedder_name(self) -> str | None:
+        """The embedder whose vectors this store holds (None until the first vector)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Counts per source, newest post time per source, quarantine size, index sizes."""
+
+    @abstractmethod
+    def quarantined(self, limit: int = 50) -> list[QuarantineRecord]: ...
+
+    # -- accounts, usage, conversations (the service) -------------------------
+
+    @abstractmethod
+    def create_api_key(self, name: str, tier: str, prefix: str, key_hash: str) -> ApiKeyRecord: ...
+
+    @abstractmethod
+    def api_keys_by_prefix(self, prefix: str) -> list[ApiKeyRecord]: ...
+
+    @abstractmethod
+    def list_api_keys(self) -> list[ApiKeyRecord]: ...
+
+    @abstractmethod
+    def revoke_api_key(self, name_or_prefix: str) -> bool: ...
+
+    @abstractmethod
+    def record_usage(
+        self,
+        key_id: int | None,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        route: str,
+        at: datetime | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def usage_report(self, key_id: int | None = None, month: str | None = None) -> list[UsageRow]:
+        """Usage grouped by key and model; ``month`` is ``YYYY-MM``."""
+
+    @abstractmethod
+    def tokens_used(self, key_id: int, since: datetime) -> int:
+        """Prompt + completion tokens a key used since a time (monthly quota)."""
+
+    @abstractmethod
+    def create_conversation(self, owner: str | None, mode: str) -> Conversation: ...
+
+    @abstractmethod
+    def get_conversation(self, conv_id: str, owner: str | None) -> Conversation | None:
+        """The conversation with its messages, or None if missing *or owned by someone else*."""
+
+    @abstractmethod
+    def add_message(
+        self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None
+    ) -> None: ...
+
+    # -- lifecycle ----------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

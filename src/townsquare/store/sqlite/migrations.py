@@ -1,0 +1,194 @@
+"""Numbered schema migrations, recorded in ``_migrations`` (simonw/llm's habit).
+
+Each migration is a plain function ``mNNN_what(conn)``; ``migrate`` applies
+the ones not yet recorded, in order, each in its own transaction. Never edit
+a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Execute statements one by one, inside the caller's transaction.
+
+    (``executescript`` would COMMIT first, breaking migration atomicity.)
+    """
+    stmt = ""
+    for line in script.splitlines(keepends=True):
+        stmt += line
+        if sqlite3.complete_statement(stmt):
+            conn.execute(stmt)
+            stmt = ""
+    if stmt.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {stmt[:80]!r}")
+
+
+def m001_posts(conn: sqlite3.Connection) -> None:
+    run_script(conn,
+        """
+        CREATE TABLE posts (
+            key INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,
+            author TEXT NOT NULL,
+            author_id TEXT NOT NULL,
+            author_name TEXT,
+            text TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            indexed_ms INTEGER NOT NULL,
+            url TEXT,
+            lang TEXT,
+            hashtags TEXT NOT NULL DEFAULT '',
+            mentions TEXT NOT NULL DEFAULT '',
+            reply_to TEXT,
+            quote_of TEXT,
+            raw TEXT
+        );
+        CREATE INDEX posts_created ON posts(created_ms);
+        CREATE INDEX posts_author_id ON posts(author_id);
+        -- Lexical index: external-content FTS5 kept in step by triggers.
+        -- remove_diacritics 2 folds accents so "ecole" finds "école"; porter
+        -- stems English ("trains" finds "train").
+        CREATE VIRTUAL TABLE posts_fts USING fts5(
+            text, author, hashtags,
+            content='posts', content_rowid='key',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER posts_ai AFTER INSERT ON posts BEGIN
+            INSERT INTO posts_fts(rowid, text, author, hashtags)
+            VALUES (new.key, new.text, new.author, new.hashtags);
+        END;
+        CREATE TRIGGER posts_ad AFTER DELETE ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text, author, hashtags)
+            VALUES ('delete', old.key, old.text, old.author, old.hashtags);
+            DELETE FROM embeddings WHERE post_key = old.key;
+        END;
+        CREATE TRIGGER posts_au AFTER UPDATE OF text, author, hashtags ON posts BEGIN
+            INSERT INTO posts_fts(posts_fts, rowid, text, author, hashtags)
+            VALUES ('delete', old.key, old.text, old.author, old.hashtags);
+            INSERT INTO posts_fts(rowid, text, author, hashtags)
+            VALUES (new.key, new.text, new.author, new.hashtags);
+        END;
+        -- (last key of a write batch, running max of created_ms up to it):
+        -- turns a `since` bound into a lower bound on keys for the FTS scan.
+        CREATE TABLE time_marks (
+            key INTEGER PRIMARY KEY,
+            max_created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX time_marks_max ON time_marks(max_created_ms);
+        CREATE TABLE embeddings (
+            post_key INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL UNIQUE,
+            created_ms INTEGER NOT NULL,
+            scale REAL NOT NULL,
+            vec BLOB NOT NULL
+        );
+        CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+        CREATE TABLE cursors (
+            stream_key TEXT PRIMARY KEY,
+            cursor TEXT,
+            updated_ms INTEGER NOT NULL
+        );
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            raw BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            at_ms INTEGER NOT NULL
+        );
+        """
+    )
+
+
+def m002_accounts(conn: sqlite3.Connection) -> None:
+    run_script(conn,
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            revoked_ms INTEGER
+        );
+        CREATE INDEX api_keys_prefix ON api_keys(prefix);
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            key_id INTEGER,
+            model TEXT NOT NULL,
+            route TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL
+        );
+        CREATE INDEX usage_key_at ON usage(key_id, at_ms);
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            owner TEXT,
+            mode TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX messages_conv ON messages(conversation_id, id);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_posts, m002_accounts]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations; return the names applied.
+
+    Safe when several processes open a new file at once (``ingest`` and
+    ``search`` started together): each migration re-checks ``_migrations``
+    after taking the write lock, so a migration another process has just
+    applied is skipped, never run twice.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ms INTEGER)"
+    )
+    if pending(conn) == []:
+        return []
+    applied = []
+    for fn in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute(
+                "SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)
+            ).fetchone()
+            if done is None:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO _migrations(name, applied_ms) VALUES (?, ?)",
+                    (fn.__name__, int(time.time() * 1000)),
+                )
+                applied.append(fn.__name__)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def pending(conn: sqlite3.Connection) -> list[str]:
+    """Names of migrations this file still lacks (all of them for a new file)."""
+    try:
+        done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    except sqlite3.OperationalError:  # no _migrations table yet
+        done = set()
+    return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]

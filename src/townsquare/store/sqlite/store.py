@@ -1,0 +1,457 @@
+"""The embedded store: posts, FTS5 index, vectors and cursors in one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from townsquare.index.quantize import quantize
+from townsquare.model import Delete, Event, Identity, Post, Quarantine, Upsert
+from townsquare.store import STORES
+from townsquare.store.base import (
+    ApplyResult,
+    Candidate,
+    QuarantineRecord,
+    SearchFilters,
+    Store,
+    StoredVectors,
+)
+from townsquare.store.sqlite.accounts import AccountsMixin
+from townsquare.store.sqlite.database import Database
+from townsquare.store.sqlite.fts import query_tokens, quote_token
+
+#: Words of a query that get their own newest-first candidate slots.
+MAX_LEXICAL_TOKENS = 8
+
+_POST_COLS = (
+    "key, id, source, author, author_id, author_name, text, created_ms, indexed_ms, url, lang, "
+    "hashtags, mentions, reply_to, quote_of"
+)
+
+_UPSERT = """
+INSERT INTO posts (id, source, author, author_id, author_name, text, created_ms, indexed_ms,
+                   url, lang, hashtags, mentions, reply_to, quote_of, raw)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET
+    source=excluded.source, author=excluded.author, author_id=excluded.author_id,
+    author_name=excluded.author_name, text=excluded.text, created_ms=excluded.created_ms,
+    indexed_ms=excluded.indexed_ms, url=excluded.url, lang=excluded.lang,
+    hashtags=excluded.hashtags, mentions=excluded.mentions, reply_to=excluded.reply_to,
+    quote_of=excluded.quote_of, raw=excluded.raw
+WHERE posts.text IS NOT excluded.text OR posts.created_ms IS NOT excluded.created_ms
+   OR posts.author IS NOT excluded.author OR posts.url IS NOT excluded.url
+   OR posts.lang IS NOT excluded.lang OR posts.author_name IS NOT excluded.author_name
+   OR posts.reply_to IS NOT excluded.reply_to OR posts.quote_of IS NOT excluded.quote_of
+"""
+
+
+def to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _raw_text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        return raw
+    return json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def row_to_post(row: Sequence[Any]) -> Post:
+    return Post(
+        id=row[1],
+        source=row[2],
+        author=row[3],
+        author_id=row[4],
+        author_name=row[5],
+        text=row[6],
+        created_at=from_ms(row[7]),
+        indexed_at=from_ms(row[8]),
+        url=row[9],
+        lang=row[10],
+        hashtags=row[11].split() if row[11] else [],
+        mentions=row[12].split() if row[12] else [],
+        reply_to=row[13],
+        quote_of=row[14],
+    )
+
+
+class SQLiteStore(AccountsMixin, Store):
+    """SQLite in WAL mode; see :mod:`townsquare.store.sqlite.database` for the threading."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        sync = os.environ.get("TOWNSQUARE_SQLITE_SYNC", "NORMAL").upper()
+        self.db = Database(Path(path), read_only=read_only, synchronous=sync)
+        self.path = self.db.path
+        self._running_max_ms: int = 0
+        self._max_key: int = 0
+        self._next_seq: int | None = None
+
+    # -- ingest -------------------------------------------------------------
+
+    def apply(
+        self,
+        stream_key: str,
+        events: Sequence[Event],
+        cursor: str | None,
+        vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> ApplyResult:
+        result = ApplyResult()
+        now_ms = int(time.time() * 1000)
+        with self.db.transaction() as conn:
+            if self._next_seq is None:
+                self._load_counters(conn)
+            old_max_key = self._max_key
+            run: list[Post] = []
+            for ev in events:
+                if isinstance(ev, Upsert):
+                    run.append(ev.post)
+                    continue
+                if run:
+                    result.upserted += self._upsert_run(conn, run, now_ms)
+                    run = []
+                if isinstance(ev, Delete):
+                    cur = conn.execute("DELETE FROM posts WHERE id = ?", (ev.id,))
+                    result.deleted += cur.rowcount
+                elif isinstance(ev, Identity):
+                    conn.execute(
+                        "UPDATE posts SET author = ? WHERE author_id = ? AND author != ?",
+                        (ev.handle, ev.did, ev.handle),
+                    )
+                    result.identities += 1
+                elif isinstance(ev, Quarantine):
+                    conn.execute(
+                        "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
+                        (ev.source, ev.raw, ev.reason, now_ms),
+                    )
+                    result.quarantined += 1
+            if run:
+                result.upserted += self._upsert_run(conn, run, now_ms)
+            if self._max_key > old_max_key:
+                conn.execute(
+                    "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
+                    (self._max_key, self._running_max_ms),
+                )
+            if vectors:
+                self._write_vectors(conn, vectors)
+            conn.execute(
+                "INSERT INTO cursors(stream_key, cursor, updated_ms) VALUES (?,?,?) "
+                "ON CONFLICT(stream_key) DO UPDATE SET cursor=excluded.cursor, "
+                "updated_ms=excluded.updated_ms",
+                (stream_key, cursor, now_ms),
+            )
+        return result
+
+    def _upsert_run(self, conn: Any, posts: list[Post], now_ms: int) -> int:
+        """executemany the upserts; return how many rows were inserted or changed.
+
+        Unchanged replays are no-ops (the upsert's WHERE), so they neither
+        count nor touch the FTS index. New rows get keys above every existing
+        key, which keeps the time marks valid; an edit of an older row that
+        moves it later in time would not, so then the marks from that row on
+        are dropped (future `since` scans just start earlier).
+        """
+        rows = []
+        newest = self._running_max_ms
+        for p in posts:
+            created_ms = to_ms(p.created_at)
+            newest = max(newest, created_ms)
+            rows.append(
+                (
+                    p.id, p.source, p.author, p.author_id or p.author, p.author_name, p.text,
+                    created_ms, now_ms, p.url, p.lang, " ".join(p.hashtags),
+                    " ".join(p.mentions), p.reply_to, p.quote_of, _raw_text(p.raw),
+                )
+            )
+        # rowcount sums sqlite3_changes() per row: direct changes only, not triggers'.
+        changed = max(0, conn.executemany(_UPSERT, rows).rowcount)
+        max_key = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
+        inserted = max(0, max_key - self._max_key)
+        if changed > inserted:  # some rows were edits of existing posts
+            marks = ",".join("?" * len(posts))
+            row = conn.execute(
+                f"SELECT min(key) FROM posts WHERE key <= ? AND id IN ({marks})",
+                [self._max_key, *(p.id for p in posts)],
+            ).fetchone()
+            if row[0] is not None:
+                conn.execute("DELETE FROM time_marks WHERE key >= ?", (row[0],))
+        self._max_key = max_key
+        self._running_max_ms = newest
+        return changed
+
+    def _load_counters(self, conn: Any) -> None:
+        row = conn.execute("SELECT max(max_created_ms) FROM time_marks").fetchone()
+        self._running_max_ms = row[0] or 0
+        self._max_key = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
+        row = conn.execute("SELECT max(seq) FROM embeddings").fetchone()
+        stored = conn.execute("SELECT v FROM meta WHERE k = 'vector_seq'").fetchone()
+        self._next_seq = max(row[0] or 0, int(stored[0]) if stored else 0) + 1
+
+    def _write_vectors(self, conn: Any, vectors: Mapping[str, np.ndarray]) -> None:
+        ids = list(vectors)
+        found: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for pid, key, created_ms in conn.execute(
+                f"SELECT id, key, created_ms FROM posts WHERE id IN ({marks})", chunk
+            ):
+                found[pid] = (key, created_ms)
+        ids = [pid for pid in ids if pid in found]
+        if not ids:
+            return
+        q, scales = quantize(np.stack([vectors[pid] for pid in ids]))
+        assert self._next_seq is not None
+        rows = []
+        for i, pid in enumerate(ids):
+            key, created_ms = found[pid]
+            rows.append((key, self._next_seq, created_ms, float(scales[i]), q[i].tobytes()))
+            self._next_seq += 1
+        conn.executemany(
+            "INSERT OR REPLACE INTO embeddings(post_key, seq, created_ms, scale, vec) "
+            "VALUES (?,?,?,?,?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(k, v) VALUES ('vector_seq', ?)", (str(self._next_seq),)
+        )
+
+    def set_embedder_name(self, name: str, dim: int) -> None:
+        """Record which embedder writes vectors; refuse to mix two."""
+        current = self.embedder_name()
+        if current and current != f"{name}/{dim}":
+            raise ValueError(
+                f"this store holds vectors from embedder {current!r}, not {name}/{dim}; "
+                "use the same --embedder or a fresh store"
+            )
+        if not current:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(k, v) VALUES ('embedder', ?)", (f"{name}/{dim}",)
+                )
+
+    def get_cursor(self, stream_key: str) -> str | None:
+        row = self.db.reader().execute(
+            "SELECT cursor FROM cursors WHERE stream_key = ?", (stream_key,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def cursors(self) -> dict[str, str]:
+        return dict(self.db.reader().execute("SELECT stream_key, cursor FROM cursors"))
+
+    # -- reads --------------------------------------------------------------
+
+    def get_post(self, post_id: str) -> Post | None:
+        row = self.db.reader().execute(
+            f"SELECT {_POST_COLS} FROM posts WHERE id = ?", (post_id,)
+        ).fetchone()
+        return row_to_post(row) if row else None
+
+    def posts_by_keys(
+        self, keys: Sequence[int], filters: SearchFilters | None = None
+    ) -> dict[int, Post]:
+        if not keys:
+            return {}
+        where, params = _filter_sql(filters or SearchFilters())
+        out: dict[int, Post] = {}
+        conn = self.db.reader()
+        for i in range(0, len(keys), 500):
+            chunk = [int(k) for k in keys[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_POST_COLS} FROM posts p WHERE key IN ({marks})"
+            if where:
+                sql += " AND " + " AND ".join(where)
+            for row in conn.execute(sql, [*chunk, *params]):
+                out[row[0]] = row_to_post(row)
+        return out
+
+    def lexical(self, query: str, filters: SearchFilters, limit: int) -> list[Candidate]:
+        """BM25 over a bounded, newest-first candidate set (Earlybird's trade).
+
+        Scoring every posting of every query word costs O(matches): tens of
+        milliseconds for common words at a million posts. Instead, take the
+        newest ``limit`` matches of all the words together and of each word on
+        its own (FTS5 walks a doclist in descending rowid and stops at the
+        LIMIT; the time-mark lower bound skips everything older than
+        ``since``), with BM25 computed only for those rows. An OR query's BM25
+        is the sum of its words' contributions, so a post's score is the sum
+        of its per-word scores, or its all-words score where that is higher
+        (a post found through one word may hold another word whose newest
+        slots it missed). A rare word keeps its own slots and is not crowded
+        out by a common one; what is lost is an old match of a common word
+        beyond its newest ``limit``, which the recency factor ranks low anyway.
+        """
+        tokens = query_tokens(query)
+        if not tokens:
+            return []
+        where, params = _filter_sql(filters)
+        conn = self.db.reader()
+        lower = self._key_lower_bound(conn, filters.since)
+        sql = (
+            "SELECT posts_fts.rowid, -bm25(posts_fts, 1.0, 0.5, 0.8) FROM posts_fts "
+            "JOIN posts p ON p.key = posts_fts.rowid "
+            "WHERE posts_fts MATCH ? AND posts_fts.rowid >= ?"
+        )
+        if where:
+            sql += " AND " + " AND ".join(where)
+        sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+        quoted = [quote_token(t) for t in tokens[:MAX_LEXICAL_TOKENS]]
+        summed: dict[int, float] = {}
+        for match in quoted:
+            for key, score in conn.execute(sql, [match, lower, *params, limit]):
+                summed[key] = summed.get(key, 0.0) + score
+        if len(quoted) > 1:
+            for key, score in conn.execute(sql, [" ".join(quoted), lower, *params, limit]):
+                summed[key] = max(summed.get(key, 0.0), score)
+        best = sorted(summed.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+        return [Candidate(key=k, score=v) for k, v in best]
+
+    def _key_lower_bound(self, conn: Any, since: datetime | None) -> int:
+        if since is None:
+            return 0
+        row = conn.execute(
+            "SELECT max(key) FROM time_marks WHERE max_created_ms < ?", (to_ms(since),)
+        ).fetchone()
+        return (row[0] or 0) + 1
+
+    def recent(self, filters: SearchFilters, limit: int) -> list[Candidate]:
+        where, params = _filter_sql(filters)
+        sql = "SELECT key, created_ms FROM posts p"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_ms DESC LIMIT ?"
+        rows = self.db.reader().execute(sql, [*params, limit]).fetchall()
+        return [Candidate(key=r[0], score=r[1] / 1000.0) for r in rows]
+
+    def iter_posts(
+        self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
+    ) -> Iterator[tuple[int, Post]]:
+        conn = self.db.reader()
+        last = after_key
+        while True:
+            sql = f"SELECT {_POST_COLS} FROM posts WHERE key > ?"
+            params: list[Any] = [last]
+            if since is not None:
+                sql += " AND created_ms >= ?"
+                params.append(to_ms(since))
+            rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch]).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield row[0], row_to_post(row)
+            last = rows[-1][0]
+
+    def vectors_since(self, seq: int, limit: int = 100_000) -> StoredVectors:
+        rows = self.db.reader().execute(
+            "SELECT seq, post_key, created_ms, scale, vec FROM embeddings WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        if not rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return StoredVectors(empty, empty, empty, np.zeros((0, 0), np.int8),
+                                 np.zeros(0, np.float32))
+        vecs = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.int8).reshape(len(rows), -1)
+        return StoredVectors(
+            seqs=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+            keys=np.fromiter((r[1] for r in rows), np.int64, len(rows)),
+            created_ms=np.fromiter((r[2] for r in rows), np.int64, len(rows)),
+            vectors=vecs,
+            scales=np.fromiter((r[3] for r in rows), np.float32, len(rows)),
+        )
+
+    def embedder_name(self) -> str | None:
+        row = self.db.reader().execute("SELECT v FROM meta WHERE k = 'embedder'").fetchone()
+        return row[0] if row else None
+
+    def stats(self) -> dict[str, Any]:
+        conn = self.db.reader()
+        sources = {
+            src: {
+                "posts": n,
+                "newest_created_at": from_ms(newest),
+                "newest_indexed_at": from_ms(ix),
+            }
+            for src, n, newest, ix in conn.execute(
+                "SELECT source, count(*), max(created_ms), max(indexed_ms) FROM posts "
+                "GROUP BY source ORDER BY source"
+            )
+        }
+        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        vectors = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return {
+            "store": f"sqlite:///{self.path}",
+            "posts": sum(s["posts"] for s in sources.values()),
+            "sources": sources,
+            "quarantined": quarantined,
+            "vectors": vectors,
+            "embedder": self.embedder_name(),
+            "file_bytes": pages * page_size,
+        }
+
+    def quarantined(self, limit: int = 50) -> list[QuarantineRecord]:
+        rows = self.db.reader().execute(
+            "SELECT id, source, raw, reason, at_ms FROM quarantine ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], from_ms(r[4])) for r in rows]
+
+    def integrity_check(self) -> str:
+        return str(self.db.reader().execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
+    """SQL predicates (on alias ``p``) for the filters, and their parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        where.append("p.created_ms >= ?")
+        params.append(to_ms(f.since))
+    if f.until is not None:
+        where.append("p.created_ms <= ?")
+        params.append(to_ms(f.until))
+    if f.authors:
+        names = [a.lower().lstrip("@") for a in f.authors]
+        marks = ",".join("?" * len(names))
+        where.append(f"(lower(p.author) IN ({marks}) OR lower(p.author_id) IN ({marks}))")
+        params += names + names
+    if f.exclude_authors:
+        names = [a.lower().lstrip("@") for a in f.exclude_authors]
+        marks = ",".join("?" * len(names))
+        where.append(f"lower(p.author) NOT IN ({marks}) AND lower(p.author_id) NOT IN ({marks})")
+        params += names + names
+    if f.sources:
+        where.append(f"p.source IN ({','.join('?' * len(f.sources))})")
+        params += list(f.sources)
+    if f.langs:
+        where.append(f"p.lang IN ({','.join('?' * len(f.langs))})")
+        params += list(f.langs)
+    for tag in f.hashtags:
+        where.append("(' ' || p.hashtags || ' ') LIKE ?")
+        params.append(f"% {tag.lower().lstrip('#')} %")
+    return where, params
+
+
+@STORES.register("sqlite")
+def _open(path: Path | str, read_only: bool = False) -> SQLiteStore:
+    return SQLiteStore(path, read_only=read_only)

@@ -1,0 +1,78 @@
+"""The ``local`` backend: SmolLM2-135M in-process through llama-cpp-python (slow: loads it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from townsquare.config import Settings
+from townsquare.llm import LLMS, ChatMessage, GenerationOptions
+from townsquare.llm.local import LocalLLM, available_cores, default_model_path, shared_model
+
+MSGS = [ChatMessage("system", "You are brief."), ChatMessage("user", "Name three colours.")]
+
+
+def test_model_file_ships_in_the_wheel() -> None:
+    path = default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+
+
+def test_factory_reads_settings_without_loading() -> None:
+    llm = LLMS.create("local", Settings(llm_context=2048, llm_threads=1))
+    assert isinstance(llm, LocalLLM)
+    assert (llm.context_tokens, llm.n_threads) == (2048, 1)
+    default = LLMS.create("local", Settings())
+    assert isinstance(default, LocalLLM) and default.n_threads == available_cores()
+
+
+@pytest.fixture(scope="module")
+def llm() -> LocalLLM:
+    model = LocalLLM(n_ctx=4096, n_threads=available_cores())
+    model.load()
+    return model
+
+
+@pytest.mark.slow
+async def test_streams_tokens_with_exact_usage(llm: LocalLLM) -> None:
+    gen = llm.generate(MSGS, GenerationOptions(max_tokens=24, temperature=0.0, seed=1))
+    pieces = [p async for p in gen]
+    assert len(pieces) > 1 and "".join(pieces).strip()
+    assert gen.usage.prompt_tokens > llm.count_tokens("Name three colours.")
+    assert 0 < gen.usage.completion_tokens <= 24
+
+
+@pytest.mark.slow
+def test_the_model_is_loaded_once_per_process(llm: LocalLLM) -> None:
+    other = LLMS.create("local", Settings(llm_context=4096, llm_threads=llm.n_threads))
+    assert isinstance(other, LocalLLM)
+    assert other.model is llm.model
+    assert shared_model(llm.path, 4096, llm.n_threads) is llm.model
+    assert llm.model.llama.n_ctx() == 4096  # not the library's 512
+
+
+@pytest.mark.slow
+async def test_stopping_early_frees_the_model_for_the_next_request(llm: LocalLLM) -> None:
+    long = [ChatMessage("user", "Count from 1 to 200, one number per line.")]
+    it = llm.generate(long, GenerationOptions(max_tokens=400)).__aiter__()
+    await it.__anext__()
+    await it.aclose()  # type: ignore[attr-defined]  # a client went away
+    # The worker notices after at most one token and releases the lock.
+    text = await asyncio.wait_for(
+        llm.generate(MSGS, GenerationOptions(max_tokens=8)).text(), timeout=120
+    )
+    assert text
+
+
+@pytest.mark.slow
+async def test_concurrent_generations_are_serialized_not_corrupted(llm: LocalLLM) -> None:
+    opts = GenerationOptions(max_tokens=16, temperature=0.0, seed=7)
+    alone = await llm.generate(MSGS, opts).text()
+    together = await asyncio.gather(*(llm.generate(MSGS, opts).text() for _ in range(3)))
+    assert together == [alone] * 3
+
+
+@pytest.mark.slow
+def test_count_tokens_uses_the_real_tokenizer(llm: LocalLLM) -> None:
+    assert llm.count_tokens("") == 0
+    assert llm.count_tokens("hello world") == 2

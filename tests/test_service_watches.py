@@ -1,0 +1,200 @@
+"""Standing queries: saved per key, matched against committed posts, pushed by SSE and webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app
+from townsquare.model import Batch, Post, Upsert
+from townsquare.service.app import create_app
+from townsquare.service.supervisor import Supervisor
+from townsquare.service.watches import Watch, tokens
+from townsquare.sources.base import Source
+
+
+class FedSource(Source):
+    """Yields whatever batches the test puts in ``feed`` (from any thread)."""
+
+    kind = "fed"
+
+    def __init__(self) -> None:
+        self.feed: queue.Queue[list[Post]] = queue.Queue()
+        self.n = 0
+
+    @property
+    def key(self) -> str:
+        return "fed:test"
+
+    async def stream(self, cursor: str | None):  # type: ignore[override]
+        while True:
+            try:
+                posts = self.feed.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.01)
+                continue
+            self.n += 1
+            yield Batch([Upsert(p) for p in posts], str(self.n))
+
+
+def fresh(pid: str, text: str, author: str = "erin", lang: str | None = None) -> Post:
+    return Post(id=f"jsonl:{pid}", source="jsonl", author=author, text=text,
+                created_at=datetime.now(UTC), lang=lang)
+
+
+def test_matching_rule_folds_case_and_accents() -> None:
+    watch = Watch(id="w", owner=1, query="Grève Valmont", min_terms=2)
+    hit = fresh("a", "La GREVE continue à valmont")
+    assert watch.matches(hit, tokens(hit.text))
+    half = fresh("b", "La grève continue")
+    assert not watch.matches(half, tokens(half.text))
+    watch.min_terms = 1
+    assert watch.matches(half, tokens(half.text))
+    watch.langs = ["fr"]
+    assert not watch.matches(half, tokens(half.text))  # no lang on the post
+
+
+async def test_watches_are_scoped_to_the_key_that_made_them(home: Path) -> None:
+    async with serve_app(POSTS) as api:
+        a, b = Api.auth(api.key("a")), Api.auth(api.key("b"))
+        made = await api.client.post("/v1/watches", json={"query": "storm coast"}, headers=a)
+        assert made.status_code == 200, made.text
+        watch = made.json()
+        assert watch["id"].startswith("watch_") and watch["min_terms"] == 2
+        assert "owner" not in watch
+        mine = (await api.client.get("/v1/watches", headers=a)).json()["data"]
+        assert [w["id"] for w in mine] == [watch["id"]]
+        assert (await api.client.get("/v1/watches", headers=b)).json()["data"] == []
+        other = await api.client.delete(f"/v1/watches/{watch['id']}", headers=b)
+        assert other.status_code == 404
+        assert error_of(other)["code"] == "watch_not_found"
+        events = await api.client.get(f"/v1/watches/{watch['id']}/events", headers=b)
+        assert events.status_code == 404
+        bad = await api.client.post("/v1/watches", json={"query": "a b", "min_terms": 3},
+                                    headers=a)
+        assert bad.status_code == 400
+        hook = await api.client.post("/v1/watches",
+                                     json={"query": "x", "webhook_url": "ftp://x"}, headers=a)
+        assert hook.status_code in (400, 422)
+        assert (await api.client.get("/v1/watches")).status_code == 401
+        gone = await api.client.delete(f"/v1/watches/{watch['id']}", headers=a)
+        assert gone.status_code == 200 and gone.json()["deleted"] is True
+        assert (await api.client.get("/v1/watches", headers=a)).json()["data"] == []
+
+
+async def test_watches_survive_a_restart(home: Path) -> None:
+    runtime = make_runtime()
+    async with serve_app(runtime=runtime) as api:
+        h = Api.auth(api.key("a"))
+        made = (await api.client.post("/v1/watches", json={"query": "storm", "langs": ["en"]},
+                                      headers=h)).json()
+    async with serve_app() as api:  # a new runtime and app over the same home
+        listed = (await api.client.get("/v1/watches", headers=h)).json()["data"]
+        assert listed == [made]
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.put(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@asynccontextmanager
+async def uvicorn_app(
+    source: FedSource, posts: list[Post] | None = None
+) -> AsyncIterator[tuple[str, Api]]:
+    """The real app on a loopback port (SSE needs a streaming transport), ingesting ``source``.
+
+    With ``posts`` (stored before it starts) the trend engine is on, warmed from them.
+    """
+    runtime = make_runtime()
+    if posts:
+        await add_posts(runtime, posts)
+    sup = Supervisor(runtime.store, runtime.embedder, [("fed", source)])
+    app = create_app(runtime, supervisor=sup, trends=bool(posts), web=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done(), "the server died while starting"
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                                     timeout=30) as client:
+            yield str(client.base_url), Api(app, runtime, client)
+    finally:
+        await sup.stop(grace_s=0.1)
+        server.should_exit = True
+        await task
+        sock.close()
+        runtime.close()
+
+
+async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
+    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    hook_thread = threading.Thread(target=hook_server.serve_forever, daemon=True)
+    hook_thread.start()
+    hook_url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
+    source = FedSource()
+    try:
+        async with uvicorn_app(source) as (_, api):
+            h = Api.auth(api.key("a"))
+            made = await api.client.post(
+                "/v1/watches", json={"query": "harbour flood", "webhook_url": hook_url},
+                headers=h)
+            wid = made.json()["id"]
+            async with api.client.stream("GET", f"/v1/watches/{wid}/events",
+                                         headers=h) as resp:
+                assert resp.status_code == 200
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                lines = resp.aiter_lines()
+                assert (await anext(lines)).startswith(": watching")
+                source.feed.put([fresh("miss", "A quiet day at the harbour"),
+                                 fresh("hit", "Flood in the HARBOUR after the storm surge")])
+                data = None
+                async for line in lines:
+                    if line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        break
+                assert data is not None
+                assert data["watch_id"] == wid and data["post"]["id"] == "jsonl:hit"
+            got = await asyncio.to_thread(Hook.received.get, True, 30)
+            assert got["watch_id"] == wid and got["post"]["id"] == "jsonl:hit"
+            assert Hook.received.empty()  # the non-matching post was not sent
+    finally:
+        hook_server.shutdown()
+        hook_server.server_close()
+        hook_thread.join(10)
+
+
+def test_an_unreadable_watch_file_is_set_aside(tmp_path: Path) -> None:
+    from townsquare.service.watches import WatchFile
+
+    path = tmp_path / "watches.json"
+    path.write_text("{not json", encoding="utf-8")
+    saved = WatchFile(path)
+    assert saved.all() == []
+    assert (tmp_path / "watches.json.unreadable").read_text(encoding="utf-8") == "{not json"
+    saved.add(Watch(id="w1", owner=7, query="storm", min_terms=1))
+    assert [w.id for w in WatchFile(path).of(7)] == ["w1"]
+    assert WatchFile(path).get(8, "w1") is None
