@@ -23,6 +23,7 @@ from townsquare.store.base import (
     Store,
     StoredVectors,
 )
+from townsquare.store.sqlite import bm25
 from townsquare.store.sqlite.accounts import AccountsMixin
 from townsquare.store.sqlite.database import Database
 from townsquare.store.sqlite.fts import query_tokens, quote_token
@@ -101,6 +102,7 @@ class SQLiteStore(AccountsMixin, Store):
         self._running_max_ms: int = 0
         self._max_key: int = 0
         self._next_seq: int | None = None
+        self._terms = bm25.TermStats()
 
     # -- ingest -------------------------------------------------------------
 
@@ -168,6 +170,10 @@ class SQLiteStore(AccountsMixin, Store):
         """
         rows = []
         newest = self._running_max_ms
+        # One row per id, its last version, at its first position: a row inserted
+        # and edited in one statement would reach the edit trigger before the
+        # index has it (new rows are indexed after the statement).
+        posts = list({p.id: p for p in posts}.values())
         for p in posts:
             created_ms = to_ms(p.created_at)
             newest = max(newest, created_ms)
@@ -178,15 +184,24 @@ class SQLiteStore(AccountsMixin, Store):
                     " ".join(p.mentions), p.reply_to, p.quote_of, _raw_text(p.raw),
                 )
             )
+        before = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
         # rowcount sums sqlite3_changes() per row: direct changes only, not triggers'.
         changed = max(0, conn.executemany(_UPSERT, rows).rowcount)
         max_key = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
-        inserted = max(0, max_key - self._max_key)
+        inserted = max(0, max_key - before)
+        if inserted:
+            # New rows (keys are max + 1) join the lexical index in one statement;
+            # edits went through the posts_au trigger (see migration m003).
+            conn.execute(
+                "INSERT INTO posts_fts(rowid, text, author, hashtags) "
+                "SELECT key, text, author, hashtags FROM posts WHERE key > ?",
+                (before,),
+            )
         if changed > inserted:  # some rows were edits of existing posts
             marks = ",".join("?" * len(posts))
             row = conn.execute(
                 f"SELECT min(key) FROM posts WHERE key <= ? AND id IN ({marks})",
-                [self._max_key, *(p.id for p in posts)],
+                [before, *(p.id for p in posts)],
             ).fetchone()
             if row[0] is not None:
                 conn.execute("DELETE FROM time_marks WHERE key >= ?", (row[0],))
@@ -285,41 +300,57 @@ class SQLiteStore(AccountsMixin, Store):
 
         Scoring every posting of every query word costs O(matches): tens of
         milliseconds for common words at a million posts. Instead, take the
-        newest ``limit`` matches of all the words together and of each word on
-        its own (FTS5 walks a doclist in descending rowid and stops at the
+        newest ``limit`` matches of each word on its own and of all the words
+        together (FTS5 walks a doclist in descending rowid and stops at the
         LIMIT; the time-mark lower bound skips everything older than
-        ``since``), with BM25 computed only for those rows. An OR query's BM25
-        is the sum of its words' contributions, so a post's score is the sum
-        of its per-word scores, or its all-words score where that is higher
-        (a post found through one word may hold another word whose newest
-        slots it missed). A rare word keeps its own slots and is not crowded
-        out by a common one; what is lost is an old match of a common word
-        beyond its newest ``limit``, which the recency factor ranks low anyway.
+        ``since``), and score only those with BM25 from cached statistics
+        (:mod:`townsquare.store.sqlite.bm25`; FTS5's own ``bm25()`` would
+        count each word's whole doclist per query). A post's words are the
+        ones whose list found it, or all of them if the all-words query did.
+        A rare word keeps its own slots and is not crowded out by a common
+        one; what is lost is an old match of a common word beyond its newest
+        ``limit``, which the recency factor ranks low anyway.
         """
-        tokens = query_tokens(query)
+        tokens = query_tokens(query)[:MAX_LEXICAL_TOKENS]
         if not tokens:
             return []
         where, params = _filter_sql(filters)
         conn = self.db.reader()
         lower = self._key_lower_bound(conn, filters.since)
+        # One marker per matched token and column: term frequencies, read for
+        # the returned rows only (FTS5 stops at the LIMIT).
         sql = (
-            "SELECT posts_fts.rowid, -bm25(posts_fts, 1.0, 0.5, 0.8) FROM posts_fts "
-            "JOIN posts p ON p.key = posts_fts.rowid "
+            "SELECT posts_fts.rowid, highlight(posts_fts, 0, char(1), ''), "
+            "highlight(posts_fts, 1, char(1), ''), highlight(posts_fts, 2, char(1), '') "
+            "FROM posts_fts JOIN posts p ON p.key = posts_fts.rowid "
             "WHERE posts_fts MATCH ? AND posts_fts.rowid >= ?"
         )
         if where:
             sql += " AND " + " AND ".join(where)
         sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
-        quoted = [quote_token(t) for t in tokens[:MAX_LEXICAL_TOKENS]]
-        summed: dict[int, float] = {}
-        for match in quoted:
-            for key, score in conn.execute(sql, [match, lower, *params, limit]):
-                summed[key] = summed.get(key, 0.0) + score
+        quoted = [quote_token(t) for t in tokens]
+        # post key -> query word index -> weighted term frequency
+        held: dict[int, dict[int, float]] = {}
+        for i, match in enumerate(quoted):
+            for key, *columns in conn.execute(sql, [match, lower, *params, limit]):
+                held.setdefault(key, {})[i] = bm25.weighted_tf(columns)
         if len(quoted) > 1:
-            for key, score in conn.execute(sql, [" ".join(quoted), lower, *params, limit]):
-                summed[key] = max(summed.get(key, 0.0), score)
-        best = sorted(summed.items(), key=lambda kv: kv[1], reverse=True)[:limit]
-        return [Candidate(key=k, score=v) for k, v in best]
+            for key, *_ in conn.execute(sql, [" AND ".join(quoted), lower, *params, limit]):
+                words = held.setdefault(key, {})
+                for i in range(len(quoted)):
+                    words.setdefault(i, 1.0)
+        if not held:
+            return []
+        max_key = conn.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
+        idfs = self._terms.idf(conn, quoted, max_key)
+        avg = self._terms.average_length(conn)
+        lengths = self._terms.lengths(conn, held)
+        scored = [
+            (key, bm25.score(idfs, words, lengths.get(key, avg), avg))
+            for key, words in held.items()
+        ]
+        scored.sort(key=lambda kv: (kv[1], kv[0]), reverse=True)
+        return [Candidate(key=k, score=v) for k, v in scored[:limit]]
 
     def _key_lower_bound(self, conn: Any, since: datetime | None) -> int:
         if since is None:
