@@ -1,4 +1,4 @@
-"""BM25 for the lexical candidates, from statistics that cost O(1) per search.
+"""BM25 for the lexical candidates, from cached statistics (no doclist scan per search).
 
 FTS5's own ``bm25()`` counts, on the first row of every query, how many
 rows in the whole index contain each query word: a scan of the word's
@@ -16,7 +16,6 @@ where
   author 0.5, hashtags 0.8, as the store always weighted them), counted
   from ``highlight()`` markers on the rows a query returns (1 for a word
   known only from the all-words query);
-
 - ``idf(w) = ln((N - df + 0.5) / (df + 0.5))`` as in FTS5 (floored just
   above 0), with ``N`` and ``df`` counted over the newest ``IDF_WINDOW`` rows:
   a bounded count (FTS5 seeks to the rowid bound), and rarity measured in

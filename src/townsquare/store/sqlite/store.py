@@ -317,25 +317,28 @@ class SQLiteStore(AccountsMixin, Store):
         where, params = _filter_sql(filters)
         conn = self.db.reader()
         lower = self._key_lower_bound(conn, filters.since)
-        # One marker per matched token and column: term frequencies, read for
-        # the returned rows only (FTS5 stops at the LIMIT).
-        sql = (
-            "SELECT posts_fts.rowid, highlight(posts_fts, 0, char(1), ''), "
-            "highlight(posts_fts, 1, char(1), ''), highlight(posts_fts, 2, char(1), '') "
-            "FROM posts_fts JOIN posts p ON p.key = posts_fts.rowid "
+        body = (
+            " FROM posts_fts JOIN posts p ON p.key = posts_fts.rowid "
             "WHERE posts_fts MATCH ? AND posts_fts.rowid >= ?"
         )
         if where:
-            sql += " AND " + " AND ".join(where)
-        sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+            body += " AND " + " AND ".join(where)
+        body += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+        # One marker per matched word and column: term frequencies, read for
+        # the returned rows only (FTS5 stops at the LIMIT).
+        per_word = (
+            "SELECT posts_fts.rowid, highlight(posts_fts, 0, char(1), ''), "
+            "highlight(posts_fts, 1, char(1), ''), highlight(posts_fts, 2, char(1), '')" + body
+        )
         quoted = [quote_token(t) for t in tokens]
         # post key -> query word index -> weighted term frequency
         held: dict[int, dict[int, float]] = {}
         for i, match in enumerate(quoted):
-            for key, *columns in conn.execute(sql, [match, lower, *params, limit]):
+            for key, *columns in conn.execute(per_word, [match, lower, *params, limit]):
                 held.setdefault(key, {})[i] = bm25.weighted_tf(columns)
         if len(quoted) > 1:
-            for key, *_ in conn.execute(sql, [" AND ".join(quoted), lower, *params, limit]):
+            all_words = "SELECT posts_fts.rowid" + body
+            for (key,) in conn.execute(all_words, [" AND ".join(quoted), lower, *params, limit]):
                 words = held.setdefault(key, {})
                 for i in range(len(quoted)):
                     words.setdefault(i, 1.0)
