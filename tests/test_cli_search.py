@@ -120,6 +120,33 @@ def test_malformed_lines_are_quarantined_and_ingestion_goes_on(tmp_path: Path) -
     assert len(search_json("good")) == 2
 
 
+def test_every_time_form_and_encoding_is_read_or_quarantined(tmp_path: Path) -> None:
+    f = tmp_path / "times.jsonl"
+    lines = [
+        ("iso-z", "2026-01-02T03:04:05Z"),
+        ("iso-offset", "2026-01-02T05:04:05+02:00"),
+        ("iso-fraction", "2026-01-02T03:04:05.000z"),
+        ("epoch-s", 1767323045),
+        ("epoch-string", "1767323045"),
+        ("epoch-ms", 1767323045000),
+        ("digits-not-a-date", "20260102"),  # digits are epoch seconds, not a basic date
+    ]
+    body = "".join(
+        json.dumps({"id": pid, "author": "a", "text": f"when {pid}", "created_at": when}) + "\n"
+        for pid, when in lines
+    ).encode()
+    body += b'{"id": "latin1", "author": "a", "text": "caf\xe9", "created_at": 1767323045}\n'
+    f.write_bytes(body)
+    code, out = run("ingest", "jsonl", str(f))
+    assert code == 3 and f"{len(lines)} posts" in out and "1 quarantined" in out, out
+    got = {h["id"]: h["created_at"] for h in search_json("when", "--limit", "20")}
+    for pid, _ in lines[:-1]:
+        assert got[f"jsonl:{pid}"] == "2026-01-02T03:04:05Z", pid
+    assert got["jsonl:digits-not-a-date"] == "1970-08-23T11:48:22Z"
+    _, out = run("quarantine", "--json")
+    assert any("invalid JSON" in r["reason"] for r in json.loads(out))
+
+
 def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
     code, out = run("ingest", "nosuchsource", "x")
     assert code == 2 and "unknown source 'nosuchsource'" in out

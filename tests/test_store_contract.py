@@ -122,6 +122,28 @@ def test_within_one_batch_the_last_version_wins_and_order_is_kept(store: Store) 
     assert store.get_post("jsonl:x").text == "first words"  # type: ignore[union-attr]
 
 
+def test_staged_is_called_at_most_once_and_a_failure_after_it_keeps_nothing(
+    store: Store,
+) -> None:
+    calls: list[int] = []
+    a, b, c = (post(x, f"harbour {x} news", timedelta(minutes=1)) for x in "abc")
+    res = store.apply("s", [Upsert(a), Delete("jsonl:zz"), Upsert(b), Upsert(c)], "1",
+                      staged=lambda: calls.append(1))
+    assert res.upserted == 3 and len(calls) <= 1
+    # Every run of the batch is searchable, the last one too (it is indexed after staged).
+    assert sorted(ids_of(store, store.lexical("harbour", SearchFilters(), 10))) == [
+        "jsonl:a", "jsonl:b", "jsonl:c"]
+
+    def fail() -> None:
+        raise RuntimeError("writer stopped")
+
+    d = post("d", "harbour d news", timedelta(minutes=1))
+    with pytest.raises(RuntimeError):
+        store.apply("s", [Upsert(d)], "2", staged=fail)
+    assert store.get_post("jsonl:d") is None and store.get_cursor("s") == "1"
+    assert len(ids_of(store, store.lexical("harbour", SearchFilters(), 10))) == 3
+
+
 def test_delete_removes_post_index_and_vector(filled: Store) -> None:
     res = filled.apply("s", [Delete("jsonl:3"), Delete("jsonl:never-seen")], None)
     assert res.deleted == 1

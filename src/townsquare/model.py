@@ -19,6 +19,8 @@ MENTION_RE = re.compile(r"(?<![\w@])@([\w.\-]{1,100}(?:@[\w.\-]+)?)", re.UNICODE
 
 def extract_hashtags(text: str) -> list[str]:
     """Lower-cased hashtags in order of first appearance, without the '#'."""
+    if "#" not in text:  # most posts: skip the regex (ingest runs this per post)
+        return []
     seen: dict[str, None] = {}
     for m in HASHTAG_RE.finditer(text):
         tag = m.group(1).lower()
@@ -29,6 +31,8 @@ def extract_hashtags(text: str) -> list[str]:
 
 def extract_mentions(text: str) -> list[str]:
     """Lower-cased @handles in order of first appearance, without the '@'."""
+    if "@" not in text:
+        return []
     seen: dict[str, None] = {}
     for m in MENTION_RE.finditer(text):
         seen.setdefault(m.group(1).rstrip(".-").lower(), None)

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _REL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)\s*$", re.IGNORECASE)
+_EPOCH_RE = re.compile(r"-?\d+(\.\d+)?")
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "w": 604800}
 
 
@@ -34,17 +35,27 @@ def parse_time(value: str | int | float | datetime) -> datetime:
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, int | float):
         return _from_epoch(float(value))
-    text = value.strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", text):
-        return _from_epoch(float(text))
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"not a time: {value!r} (use ISO 8601 like 2026-11-20T10:00:00Z, or epoch seconds)"
-        ) from None
+    dt = None
+    if "-" in value[1:]:
+        # The common case (extended ISO 8601), first and cheaply: ingest parses
+        # one per post. Python 3.11's fromisoformat takes a trailing "Z" too.
+        # Digit-only strings never get here, so they stay epoch seconds.
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if dt is None:
+        text = value.strip()
+        if _EPOCH_RE.fullmatch(text):
+            return _from_epoch(float(text))
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"not a time: {value!r} (use ISO 8601 like 2026-11-20T10:00:00Z, or epoch seconds)"
+            ) from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 

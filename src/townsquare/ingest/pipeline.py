@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from townsquare.index.embedder import Embedder
 from townsquare.model import Batch, Delete, Post, Upsert
@@ -87,18 +88,26 @@ class Ingestor:
         """Consume ``source`` from its saved cursor until it ends or ``stop`` is set."""
         stats = stats or IngestStats(stream_key=source.key)
         cursor = await asyncio.to_thread(self.store.get_cursor, source.key)
+        loop = asyncio.get_running_loop()
         agen = source.stream(cursor)
         # One commit in flight while the source reads and parses the next
-        # batch: SQLite and the embedder release the GIL, so the two overlap.
+        # batch. Both need the GIL for their Python parts, and a thread that
+        # gives it up waits a whole switch interval to get it back, so the
+        # next batch is parsed only once the store says the rest of this
+        # write is native work (``staged``: FTS indexing, the commit).
         # Commits stay strictly in order (each waits for the previous).
         pending: asyncio.Future[None] | None = None
         try:
             async for batch in agen:
                 if pending is not None:
                     await pending
+                staged = asyncio.Event()
                 pending = asyncio.ensure_future(
-                    asyncio.to_thread(self.commit, source.key, batch, stats)
+                    asyncio.to_thread(
+                        self.commit, source.key, batch, stats, _setter(loop, staged)
+                    )
                 )
+                await _first_of(pending, staged)
                 if stop is not None and stop.is_set():
                     break
             if pending is not None:
@@ -109,14 +118,24 @@ class Ingestor:
             await agen.aclose()  # type: ignore[attr-defined]
         return stats
 
-    def commit(self, stream_key: str, batch: Batch, stats: IngestStats) -> None:
-        """Embed and write one batch (blocking; runs in a worker thread)."""
+    def commit(
+        self,
+        stream_key: str,
+        batch: Batch,
+        stats: IngestStats,
+        staged: Callable[[], None] | None = None,
+    ) -> None:
+        """Embed and write one batch (blocking; runs in a worker thread).
+
+        ``staged`` goes to :meth:`Store.apply`: called when the rest of the
+        write no longer needs the interpreter.
+        """
         upserts = [ev.post for ev in batch.events if isinstance(ev, Upsert)]
         vectors = None
         if self.embedder is not None and upserts:
             mat = self.embedder.embed([p.text for p in upserts])
             vectors = {p.id: mat[i] for i, p in enumerate(upserts)}
-        result = self.store.apply(stream_key, batch.events, batch.cursor, vectors)
+        result = self.store.apply(stream_key, batch.events, batch.cursor, vectors, staged)
         now = utcnow()
         stats.posts += result.upserted
         stats.deletes += result.deleted
@@ -136,3 +155,26 @@ class Ingestor:
             for listener in self.listeners:
                 listener(upserts, deleted)
 
+
+
+def _setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
+    """A callback any thread may call to set ``event`` on ``loop``."""
+
+    def set_event() -> None:
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop closed under a shutdown: nobody waits
+            pass
+
+    return set_event
+
+
+async def _first_of(task: asyncio.Future[None], event: asyncio.Event) -> None:
+    """Wait until ``task`` is done or ``event`` is set (without consuming errors)."""
+    if task.done() or event.is_set():
+        return
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

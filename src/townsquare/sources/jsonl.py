@@ -30,14 +30,22 @@ from townsquare.sources.base import Source, SourceError
 from townsquare.timeutil import parse_time
 
 REQUIRED = ("id", "author", "text", "created_at")
-MAX_BATCH_LINES = 2000
+#: Lines per batch (one transaction): bulk loads amortize the commit; a
+#: tailed file's batch holds only what has arrived, so freshness is unaffected.
+MAX_BATCH_LINES = 5000
 POLL_S = 0.05
 
 
 def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
     """One line -> Upsert, Delete, or Quarantine (with the reason)."""
+    text = line
+    if isinstance(line, bytes):
+        try:  # decoded once: json.loads and the raw record both take the str
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line  # json.loads reads UTF-16/32 bytes itself, or says why not
     try:
-        obj = json.loads(line)
+        obj = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return quarantine(source, line, f"invalid JSON: {exc}")
     if not isinstance(obj, dict):
@@ -65,7 +73,7 @@ def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
         lang=_lang(obj.get("lang")),
         reply_to=_ref(source, obj.get("reply_to")),
         quote_of=_ref(source, obj.get("quote_of")),
-        raw=line if isinstance(line, str) else line.decode("utf-8", "replace"),
+        raw=text if isinstance(text, str) else text.decode("utf-8", "replace"),
     )
     return Upsert(post)
 
@@ -76,6 +84,8 @@ def _opt_str(value: Any) -> str | None:
 
 def _lang(value: Any) -> str | None:
     """Primary subtag, lower-cased (``en-US`` -> ``en``), as the other sources store it."""
+    if isinstance(value, str) and len(value) == 2 and value.isalpha() and value.islower():
+        return value  # already a bare lower-case code: the common case
     if not isinstance(value, str) or not value.strip():
         return None
     return value.strip().replace("_", "-").split("-")[0].lower()

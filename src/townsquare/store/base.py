@@ -17,7 +17,7 @@ the same transaction as the events that cursor follows.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -154,11 +154,19 @@ class Store(ABC):
         events: Sequence[Event],
         cursor: str | None,
         vectors: Mapping[str, np.ndarray] | None = None,
+        staged: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """Apply events and save ``cursor`` for ``stream_key`` in one transaction.
 
         ``vectors`` maps post id -> unit float32 vector for posts in ``events``
         (the embedder ran before the write, outside the transaction).
+
+        ``staged``, if given, is called at most once from the writing thread
+        when what is left of the write no longer needs the interpreter (native
+        index building, the commit). The ingest pipeline parses the next batch
+        from then on: parsing holds the GIL, so overlapping it with a store's
+        per-row Python work only makes each wait on the other. A store that
+        never calls it is still correct; the pipeline then waits for the end.
         """
 
     @abstractmethod

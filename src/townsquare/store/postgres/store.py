@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,7 +131,12 @@ class PostgresStore(AccountsMixin, Store):
         events: Sequence[Event],
         cursor: str | None,
         vectors: Mapping[str, np.ndarray] | None = None,
+        staged: Callable[[], None] | None = None,
     ) -> ApplyResult:
+        if staged is not None:
+            # Mostly waiting on the server, which releases the GIL: let the
+            # pipeline parse the next batch meanwhile.
+            staged()
         self.partitions.ensure(ev.post.created_at for ev in events if isinstance(ev, Upsert))
         for attempt in range(APPLY_ATTEMPTS):
             try:

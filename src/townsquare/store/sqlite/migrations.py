@@ -150,7 +150,7 @@ def m002_accounts(conn: sqlite3.Connection) -> None:
 
 def m003_fts_insert_without_trigger(conn: sqlite3.Connection) -> None:
     """New rows reach the FTS index from one INSERT ... SELECT per batch (see
-    ``SQLiteStore._upsert_run``), not from a per-row trigger: a virtual-table
+    ``SQLiteStore._index_new``), not from a per-row trigger: a virtual-table
     write inside a trigger opens a statement savepoint, and FTS5 flushes its
     pending terms at every savepoint, writing one tiny segment per post for
     the merger to fold (55 µs a post against 11). Edits and deletes keep

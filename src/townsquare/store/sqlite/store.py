@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,7 @@ class SQLiteStore(AccountsMixin, Store):
         events: Sequence[Event],
         cursor: str | None,
         vectors: Mapping[str, np.ndarray] | None = None,
+        staged: Callable[[], None] | None = None,
     ) -> ApplyResult:
         result = ApplyResult()
         now_ms = int(time.time() * 1000)
@@ -125,7 +126,9 @@ class SQLiteStore(AccountsMixin, Store):
                     run.append(ev.post)
                     continue
                 if run:
-                    result.upserted += self._upsert_run(conn, run, now_ms)
+                    changed, new_after = self._write_rows(conn, run, now_ms)
+                    self._index_new(conn, new_after)
+                    result.upserted += changed
                     run = []
                 if isinstance(ev, Delete):
                     cur = conn.execute("DELETE FROM posts WHERE id = ?", (ev.id,))
@@ -142,8 +145,10 @@ class SQLiteStore(AccountsMixin, Store):
                         (ev.source, ev.raw, ev.reason, now_ms),
                     )
                     result.quarantined += 1
+            new_after = None
             if run:
-                result.upserted += self._upsert_run(conn, run, now_ms)
+                changed, new_after = self._write_rows(conn, run, now_ms)
+                result.upserted += changed
             if self._max_key > old_max_key:
                 conn.execute(
                     "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
@@ -157,16 +162,23 @@ class SQLiteStore(AccountsMixin, Store):
                 "updated_ms=excluded.updated_ms",
                 (stream_key, cursor, now_ms),
             )
+            if staged is not None:
+                staged()  # what is left runs in SQLite without the GIL
+            # The last run's new rows join the lexical index last: nothing after
+            # them in this batch can edit or delete them before they are in it.
+            self._index_new(conn, new_after)
         return result
 
-    def _upsert_run(self, conn: Any, posts: list[Post], now_ms: int) -> int:
-        """executemany the upserts; return how many rows were inserted or changed.
+    def _write_rows(self, conn: Any, posts: list[Post], now_ms: int) -> tuple[int, int | None]:
+        """executemany the upserts: (rows inserted or changed, key after which rows are new).
 
         Unchanged replays are no-ops (the upsert's WHERE), so they neither
         count nor touch the FTS index. New rows get keys above every existing
         key, which keeps the time marks valid; an edit of an older row that
         moves it later in time would not, so then the marks from that row on
-        are dropped (future `since` scans just start earlier).
+        are dropped (future `since` scans just start earlier). The new rows
+        are not in the lexical index until :meth:`_index_new` (edits are:
+        the ``posts_au`` trigger).
         """
         rows = []
         newest = self._running_max_ms
@@ -189,14 +201,6 @@ class SQLiteStore(AccountsMixin, Store):
         changed = max(0, conn.executemany(_UPSERT, rows).rowcount)
         max_key = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
         inserted = max(0, max_key - before)
-        if inserted:
-            # New rows (keys are max + 1) join the lexical index in one statement;
-            # edits went through the posts_au trigger (see migration m003).
-            conn.execute(
-                "INSERT INTO posts_fts(rowid, text, author, hashtags) "
-                "SELECT key, text, author, hashtags FROM posts WHERE key > ?",
-                (before,),
-            )
         if changed > inserted:  # some rows were edits of existing posts
             marks = ",".join("?" * len(posts))
             row = conn.execute(
@@ -207,7 +211,21 @@ class SQLiteStore(AccountsMixin, Store):
                 conn.execute("DELETE FROM time_marks WHERE key >= ?", (row[0],))
         self._max_key = max_key
         self._running_max_ms = newest
-        return changed
+        return changed, before if inserted else None
+
+    @staticmethod
+    def _index_new(conn: Any, after: int | None) -> None:
+        """New rows (keys above ``after``) join the lexical index in one statement.
+
+        Edits and deletes reach it through triggers (see migration m003); a
+        trigger per insert would make FTS5 flush a segment per post.
+        """
+        if after is not None:
+            conn.execute(
+                "INSERT INTO posts_fts(rowid, text, author, hashtags) "
+                "SELECT key, text, author, hashtags FROM posts WHERE key > ?",
+                (after,),
+            )
 
     def _load_counters(self, conn: Any) -> None:
         row = conn.execute("SELECT max(max_created_ms) FROM time_marks").fetchone()
