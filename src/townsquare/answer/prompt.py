@@ -10,9 +10,9 @@ Layout (chat messages)::
 The posts block is the only place post text appears::
 
     <posts>
-    [2] @bob · 2026-11-22 18:40 UTC · 1 day ago
+    [2] @bob · 2026-11-22 · 1 day ago
     > Main St bridge reopened.
-    [1] @alice (Alice Smith) · 20:58 UTC · 12 minutes ago
+    [1] @alice (Alice Smith) · 12 minutes ago
     > The bridge on Main St is closed again.
     </posts>
 
@@ -91,16 +91,22 @@ def system_prompt(persona: Persona) -> str:
     )
 
 
-def format_time(dt: datetime, now: datetime | None = None) -> str:
-    """``2026-11-23 14:48 UTC``, or just ``14:48 UTC`` on the day of ``now``.
-
-    Dates cost SmolLM2 ten tokens (one per digit); with eight posts from today
-    that is ~90 prompt tokens, a fifth of the prompt the model evaluates per
-    question, and the date is in the "Current time" line anyway.
-    """
-    if now is not None and dt.date() == now.date():
-        return dt.strftime("%H:%M UTC")
+def format_time(dt: datetime) -> str:
+    """``2026-11-23 14:48 UTC``: the "Current time" line."""
     return dt.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_when(dt: datetime, now: datetime) -> str:
+    """A post's time in its header: ``12 minutes ago``, or ``2026-11-22 · 20 hours ago``.
+
+    The age alone on the day of ``now`` (the "Current time" line gives the
+    clock): a clock time costs SmolLM2 eight more tokens a post, ~12% of the
+    prompt it evaluates per question, and the age is what the model uses.
+    """
+    age = describe_age(dt, now)
+    if dt.date() == now.date():
+        return age
+    return f"{dt:%Y-%m-%d} · {age}"
 
 
 def describe_age(dt: datetime, now: datetime) -> str:
@@ -122,8 +128,7 @@ def format_post(n: int, post: Post, now: datetime) -> tuple[str, bool]:
     who = f"@{post.author.lstrip('@')}"
     if post.author_name and post.author_name != post.author:
         who += f" ({_one_line(post.author_name)[:60]})"
-    when = format_time(post.created_at, now)
-    header = f"[{n}] {who} · {when} · {describe_age(post.created_at, now)}"
+    header = f"[{n}] {who} · {format_when(post.created_at, now)}"
     if clean.flagged:
         header += " · note: text addressed to AI assistants was withheld"
     quoted = "\n".join("> " + line for line in (text or "(no text)").splitlines() or ["> "])
