@@ -19,6 +19,7 @@ import uvicorn
 
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app
 from townsquare.model import Batch, Post, Upsert
+from townsquare.service import watches
 from townsquare.service.app import create_app
 from townsquare.service.supervisor import Supervisor
 from townsquare.service.watches import Watch, tokens
@@ -181,6 +182,34 @@ async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
             got = await asyncio.to_thread(Hook.received.get, True, 30)
             assert got["watch_id"] == wid and got["post"]["id"] == "jsonl:hit"
             assert Hook.received.empty()  # the non-matching post was not sent
+    finally:
+        hook_server.shutdown()
+        hook_server.server_close()
+        hook_thread.join(10)
+
+
+async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(watches, "LIVE_KEYS_REFRESH_S", 0.0)
+    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    hook_thread = threading.Thread(target=hook_server.serve_forever, daemon=True)
+    hook_thread.start()
+    hook_url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
+    source = FedSource()
+    try:
+        async with uvicorn_app(source) as (_, api):
+            ids = {}
+            for name in ("gone", "kept"):
+                made = await api.client.post(
+                    "/v1/watches", json={"query": "harbour flood", "webhook_url": hook_url},
+                    headers=Api.auth(api.key(name)))
+                ids[name] = made.json()["id"]
+            assert api.runtime.store.revoke_api_key("gone")
+            source.feed.put([fresh("hit", "Flood in the harbour")])
+            got = await asyncio.to_thread(Hook.received.get, True, 30)
+            # Watches fire in creation order, so the revoked key's would have come first.
+            assert got["watch_id"] == ids["kept"]
+            await asyncio.sleep(0.3)
+            assert Hook.received.empty()
     finally:
         hook_server.shutdown()
         hook_server.server_close()

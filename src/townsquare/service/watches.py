@@ -74,6 +74,10 @@ SUBSCRIBER_BACKLOG = 1000
 WEBHOOK_BACKLOG = 10_000
 WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_ATTEMPTS = 3
+#: How often the hub re-reads which keys are live: a key revoked (by
+#: ``townsquare keys revoke``, maybe in another process) stops its watches
+#: within this many seconds.
+LIVE_KEYS_REFRESH_S = 10.0
 HEARTBEAT_S = 15.0
 #: Story ids a watch remembers having reported (oldest forgotten first).
 MAX_NOTIFIED = 500
@@ -206,8 +210,18 @@ class _Subscriber:
 class WatchHub:
     """Matches committed posts against the watches and fans the matches out."""
 
-    def __init__(self, saved: WatchFile) -> None:
+    def __init__(
+        self,
+        saved: WatchFile,
+        live_keys: Callable[[], set[int]] | None = None,
+        live_keys_refresh_s: float | None = None,
+    ) -> None:
         self.saved = saved
+        self._live_keys = live_keys
+        self._live_refresh_s = (
+            LIVE_KEYS_REFRESH_S if live_keys_refresh_s is None else live_keys_refresh_s
+        )
+        self._live: tuple[float, set[int]] | None = None
         self._subs: dict[str, set[_Subscriber]] = {}
         self._subs_lock = threading.Lock()
         self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(WEBHOOK_BACKLOG)
@@ -215,10 +229,33 @@ class WatchHub:
         self.delivered = 0
         self.failed = 0
 
+    # --- whose watches run -----------------------------------------------------
+
+    def owner_live(self, owner: int) -> bool:
+        """Whether ``owner``'s key is unrevoked (re-read every few seconds).
+
+        A revoked key's watches stay saved (``keys`` has no un-revoke, but an
+        operator may want to see them) and neither match nor push anything.
+        """
+        if self._live_keys is None:
+            return True
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] >= self._live_refresh_s:
+            try:
+                self._live = (now, self._live_keys())
+            except Exception:  # keep the last answer rather than stop every watch
+                log.exception("watches: could not read the live keys")
+                if self._live is None:
+                    return True
+        return owner in self._live[1]
+
+    def _running(self, kind: str) -> list[Watch]:
+        return [w for w in self.saved.all() if w.kind == kind and self.owner_live(w.owner)]
+
     # --- matching (an ingest listener: runs in the committing thread) -------------
 
     def listener(self, posts: list[Post], _deleted: list[str]) -> None:
-        watches = [w for w in self.saved.all() if w.kind == "posts"]
+        watches = self._running("posts")
         if not watches or not posts:
             return
         folded = [(p, tokens(p.text)) for p in posts]
@@ -231,13 +268,13 @@ class WatchHub:
 
     def story_windows(self) -> set[str]:
         """The windows some story watch looks at."""
-        return {w.window for w in self.saved.all() if w.kind == "stories"}
+        return {w.window for w in self._running("stories")}
 
     def new_stories(
         self, window: str, stories: list[Story], text_of: Callable[[Story], str]
     ) -> list[tuple[Watch, Story]]:
         """(watch, story) pairs to report: matching, big enough, not reported before."""
-        watches = [w for w in self.saved.all() if w.kind == "stories" and w.window == window]
+        watches = [w for w in self._running("stories") if w.window == window]
         if not watches or not stories:
             return []
         texts = {s.id: text_of(s) for s in stories}
@@ -329,7 +366,12 @@ def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
 
 def mount(app: FastAPI, services: Services) -> WatchHub:
     """Load the saved watches, hear every committed post, serve the routes."""
-    hub = WatchHub(WatchFile(services.runtime.settings.home / "watches.json"))
+    store = services.runtime.store
+
+    def live_keys() -> set[int]:
+        return {k.id for k in store.list_api_keys() if k.revoked_at is None}
+
+    hub = WatchHub(WatchFile(services.runtime.settings.home / "watches.json"), live_keys)
     if services.supervisor is not None:
         services.supervisor.add_listener(hub.listener)
     app.state.watches = hub
@@ -444,6 +486,9 @@ async def watch_events(
                 except TimeoutError:
                     if hub.saved.get(who.key_id, watch_id) is None:
                         yield "event: deleted\ndata: {}\n\n"
+                        return
+                    if not hub.owner_live(who.key_id):
+                        yield "event: revoked\ndata: {}\n\n"
                         return
                     yield ": heartbeat\n\n"
                     continue
