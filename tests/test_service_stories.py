@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from service_helpers import Api, error_of, serve_app
-from test_service_watches import FedSource, Hook, uvicorn_app
+from test_service_watches import FedSource, Hook, uvicorn_app, webhook_receiver
 from townsquare.model import Post
 from townsquare.service.story_loop import StoryLoop
 from trends_helpers import background
@@ -139,11 +137,7 @@ async def test_a_story_watch_pushes_each_new_matching_story_once(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOWNSQUARE_STORY_REFRESH_S", "0")
-    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    hook_thread = threading.Thread(target=hook_server.serve_forever, daemon=True)
-    hook_thread.start()
-    hook_url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
-    try:
+    with webhook_receiver() as hook_url:
         async with serve_app(_traffic(datetime.now(UTC))) as api:
             await _warm(api)
             a, b = Api.auth(api.key("a")), Api.auth(api.key("b"))
@@ -178,10 +172,6 @@ async def test_a_story_watch_pushes_each_new_matching_story_once(
             saved = json.loads((home / "watches.json").read_text(encoding="utf-8"))
             mine = next(w for w in saved if w["id"] == watch["id"])
             assert mine["notified"] == [story["id"]]  # remembered across restarts
-    finally:
-        hook_server.shutdown()
-        hook_server.server_close()
-        hook_thread.join(10)
 
 
 async def test_a_story_watch_streams_new_stories_as_server_sent_events(home: Path) -> None:

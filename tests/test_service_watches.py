@@ -7,8 +7,8 @@ import json
 import queue
 import socket
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -151,13 +151,23 @@ async def uvicorn_app(
         runtime.close()
 
 
-async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
-    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    hook_thread = threading.Thread(target=hook_server.serve_forever, daemon=True)
-    hook_thread.start()
-    hook_url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
-    source = FedSource()
+@contextmanager
+def webhook_receiver() -> Iterator[str]:
+    """A real HTTP server on loopback that puts every POSTed event in ``Hook.received``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
+    source = FedSource()
+    with webhook_receiver() as hook_url:
         async with uvicorn_app(source) as (_, api):
             h = Api.auth(api.key("a"))
             made = await api.client.post(
@@ -182,20 +192,12 @@ async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
             got = await asyncio.to_thread(Hook.received.get, True, 30)
             assert got["watch_id"] == wid and got["post"]["id"] == "jsonl:hit"
             assert Hook.received.empty()  # the non-matching post was not sent
-    finally:
-        hook_server.shutdown()
-        hook_server.server_close()
-        hook_thread.join(10)
 
 
 async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(watches, "LIVE_KEYS_REFRESH_S", 0.0)
-    hook_server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    hook_thread = threading.Thread(target=hook_server.serve_forever, daemon=True)
-    hook_thread.start()
-    hook_url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
     source = FedSource()
-    try:
+    with webhook_receiver() as hook_url:
         async with uvicorn_app(source) as (_, api):
             ids = {}
             for name in ("gone", "kept"):
@@ -210,10 +212,6 @@ async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None
             assert got["watch_id"] == ids["kept"]
             await asyncio.sleep(0.3)
             assert Hook.received.empty()
-    finally:
-        hook_server.shutdown()
-        hook_server.server_close()
-        hook_thread.join(10)
 
 
 def test_an_unreadable_watch_file_is_set_aside(tmp_path: Path) -> None:
