@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -142,6 +143,35 @@ async def test_async_summarizer_shares_the_cache() -> None:
     assert b[0].citations == ["rt0"]  # all retweets: the summarizer saw the original only
     assert engine.stories("1h")[0].summary is None  # no summarizer: no summary
     assert set(a[0].to_dict()) >= {"id", "title", "size", "authors", "summary", "citations"}
+
+
+async def test_concurrent_callers_share_one_summary_being_written() -> None:
+    engine = _engine()
+    _launch(engine, 16)
+    calls = 0
+    release = asyncio.Event()
+
+    async def slow(story: Story, posts: list[Post], mode: str) -> tuple[str, list[str]]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "launch", [posts[0].id]
+
+    first = asyncio.create_task(engine.astories(slow))
+    second = asyncio.create_task(engine.astories(slow))
+    await asyncio.sleep(0.05)
+    assert calls == 1  # the second caller waits for the first's summary
+    release.set()
+    a, b = await first, await second
+    assert a[0].summary == b[0].summary == "launch" and b[0].citations == a[0].citations
+
+    async def broken(story: Story, posts: list[Post], mode: str) -> tuple[str, list[str]]:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("model offline")
+
+    results = await asyncio.gather(engine.astories(broken, mode="fun"),
+                                   engine.astories(broken, mode="fun"))
+    assert all(r[0].summary is None for r in results)  # neither invents one, both return
 
 
 def test_duplicate_groups_directly() -> None:

@@ -24,6 +24,7 @@ refresh only asks again when a story has doubled or is new.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -137,6 +138,9 @@ class StoryBuilder:
         self._lineage: dict[str, dict[str, tuple[str, float]]] = {}
         self._summaries: OrderedDict[tuple[str, str, int], tuple[str, list[str]]] = OrderedDict()
         self._summary_cache = summary_cache
+        # Async summaries being written (one event loop): a second caller of the
+        # same key waits for the first instead of spending the model twice.
+        self._writing: dict[tuple[str, str, int], asyncio.Future[tuple[str, list[str]]]] = {}
 
     # -- building --------------------------------------------------------------
 
@@ -388,7 +392,12 @@ class StoryBuilder:
         mode: str = "regular",
         max_calls: int | None = None,
     ) -> list[Story]:
-        """:meth:`summarize` for an async summarizer (the answer engine's LLM is async)."""
+        """:meth:`summarize` for an async summarizer (the answer engine's LLM is async).
+
+        A story whose summary another caller (the story loop, a request) is
+        already writing waits for that one; it does not count against
+        ``max_calls`` and gets nothing if that one fails.
+        """
         calls = 0
         for story in stories:
             key = self._cache_key(story, mode)
@@ -397,17 +406,42 @@ class StoryBuilder:
                 self._summaries.move_to_end(key)
                 story.summary, story.citations, story.summary_mode = hit[0], list(hit[1]), mode
                 continue
+            writing = self._writing.get(key)
+            if writing is not None:
+                try:
+                    text, cites = await asyncio.shield(writing)
+                except Exception:
+                    continue  # the writer logged it
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if writing.cancelled() and not (task and task.cancelling()):
+                        continue  # the writer was cancelled, not this caller
+                    raise
+                self._apply(story, mode, text, cites, set(cites))
+                continue
             if max_calls is not None and calls >= max_calls:
                 continue
             posts = self._inputs(story)
             calls += 1
+            done: asyncio.Future[tuple[str, list[str]]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._writing[key] = done
             try:
                 text, cites = await summarizer(story, posts, mode)
-            except Exception:
+            except Exception as exc:
                 log.warning("summarizing story %s failed", story.id, exc_info=True)
+                done.set_exception(exc)
+                done.exception()  # retrieved: nobody may be waiting
                 continue
-            self._apply(story, mode, text, cites, {p.id for p in posts})
-            self._remember(key, text, story.citations)
+            else:
+                self._apply(story, mode, text, cites, {p.id for p in posts})
+                self._remember(key, text, story.citations)
+                done.set_result((text, list(story.citations)))
+            finally:
+                del self._writing[key]
+                if not done.done():  # this caller was cancelled: its waiters give up too
+                    done.cancel()
         return list(stories)
 
 
