@@ -12,6 +12,7 @@ import pytest
 from service_helpers import Api, error_of, serve_app
 from test_service_watches import FedSource, Hook, uvicorn_app, webhook_receiver
 from townsquare.model import Post
+from townsquare.service import trend_routes
 from townsquare.service.story_loop import StoryLoop
 from trends_helpers import background
 
@@ -47,6 +48,29 @@ def _fire_story(body: dict) -> dict:  # type: ignore[type-arg]
         if "fire" in story["title"].casefold() or "hotel" in story["title"].casefold():
             return story  # type: ignore[no-any-return]
     raise AssertionError(f"no fire story in {[s['title'] for s in body['data']]}")
+
+
+async def test_a_quiet_stream_does_not_keep_an_old_hour_current(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    clock = [now]
+    monkeypatch.setattr(trend_routes, "utcnow", lambda: clock[0])
+    monkeypatch.setenv("TOWNSQUARE_STORY_REFRESH_S", "0")
+    async with serve_app(_traffic(now)) as api:
+        await _warm(api)
+        h = Api.auth(api.key("a"))
+
+        async def fire_trending() -> bool:
+            resp = await api.client.get("/v1/trends", params={"window": "1h"}, headers=h)
+            assert resp.status_code == 200, resp.text
+            return "hotel" in resp.text.casefold()
+
+        assert await fire_trending()
+        clock[0] = now + timedelta(hours=2)  # two hours without a post
+        assert not await fire_trending()  # the last hour is empty, not the old burst
+        stories = await api.client.get("/v1/stories", params={"window": "1h"}, headers=h)
+        assert stories.json()["data"] == []
 
 
 async def test_stories_get_cited_summaries_in_either_persona_and_are_cached(

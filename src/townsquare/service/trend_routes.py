@@ -29,7 +29,9 @@ from townsquare.model import Post, iso
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
+from townsquare.timeutil import utcnow
 from townsquare.trends import TrendEngine
+from townsquare.trends.detector import TrendDetector
 
 router = APIRouter(prefix="/v1")
 
@@ -37,7 +39,12 @@ router = APIRouter(prefix="/v1")
 async def attach(services: Services) -> TrendEngine:
     """Build the engine from the store, then hear every post the supervisor commits."""
     store = services.runtime.store
-    engine = await asyncio.to_thread(TrendEngine.from_store, store, datetime.now(UTC))
+    # The server's windows end at the wall clock, not at the newest post: when
+    # a stream goes quiet (its network is down), the last hour empties instead
+    # of showing an old hour as current.
+    engine = await asyncio.to_thread(
+        TrendEngine.from_store, store, datetime.now(UTC), detector=TrendDetector(clock=utcnow)
+    )
 
     def listener(posts: list[Post], deleted: list[str]) -> None:
         engine.add_many(posts)
