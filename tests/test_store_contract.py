@@ -142,6 +142,10 @@ def test_staged_is_called_at_most_once_and_a_failure_after_it_keeps_nothing(
         store.apply("s", [Upsert(d)], "2", staged=fail)
     assert store.get_post("jsonl:d") is None and store.get_cursor("s") == "1"
     assert len(ids_of(store, store.lexical("harbour", SearchFilters(), 10))) == 3
+    # The next batch is written and found as usual, time filters included.
+    assert store.apply("s", [Upsert(d)], "3").upserted == 1
+    recent = SearchFilters(since=NOW - timedelta(hours=1))
+    assert "jsonl:d" in ids_of(store, store.lexical("harbour", recent, 10))
 
 
 def test_delete_removes_post_index_and_vector(filled: Store) -> None:

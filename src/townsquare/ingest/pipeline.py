@@ -156,7 +156,6 @@ class Ingestor:
                 listener(upserts, deleted)
 
 
-
 def _setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
     """A callback any thread may call to set ``event`` on ``loop``."""
 

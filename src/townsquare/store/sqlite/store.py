@@ -116,57 +116,61 @@ class SQLiteStore(AccountsMixin, Store):
     ) -> ApplyResult:
         result = ApplyResult()
         now_ms = int(time.time() * 1000)
-        with self.db.transaction() as conn:
-            if self._next_seq is None:
-                self._load_counters(conn)
-            old_max_key = self._max_key
-            run: list[Post] = []
-            for ev in events:
-                if isinstance(ev, Upsert):
-                    run.append(ev.post)
-                    continue
+        try:
+            with self.db.transaction() as conn:
+                if self._next_seq is None:
+                    self._load_counters(conn)
+                old_max_key = self._max_key
+                run: list[Post] = []
+                for ev in events:
+                    if isinstance(ev, Upsert):
+                        run.append(ev.post)
+                        continue
+                    if run:
+                        changed, new_after = self._write_rows(conn, run, now_ms)
+                        self._index_new(conn, new_after)
+                        result.upserted += changed
+                        run = []
+                    if isinstance(ev, Delete):
+                        cur = conn.execute("DELETE FROM posts WHERE id = ?", (ev.id,))
+                        result.deleted += cur.rowcount
+                    elif isinstance(ev, Identity):
+                        conn.execute(
+                            "UPDATE posts SET author = ? WHERE author_id = ? AND author != ?",
+                            (ev.handle, ev.did, ev.handle),
+                        )
+                        result.identities += 1
+                    elif isinstance(ev, Quarantine):
+                        conn.execute(
+                            "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
+                            (ev.source, ev.raw, ev.reason, now_ms),
+                        )
+                        result.quarantined += 1
+                new_after = None
                 if run:
                     changed, new_after = self._write_rows(conn, run, now_ms)
-                    self._index_new(conn, new_after)
                     result.upserted += changed
-                    run = []
-                if isinstance(ev, Delete):
-                    cur = conn.execute("DELETE FROM posts WHERE id = ?", (ev.id,))
-                    result.deleted += cur.rowcount
-                elif isinstance(ev, Identity):
+                if self._max_key > old_max_key:
                     conn.execute(
-                        "UPDATE posts SET author = ? WHERE author_id = ? AND author != ?",
-                        (ev.handle, ev.did, ev.handle),
+                        "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
+                        (self._max_key, self._running_max_ms),
                     )
-                    result.identities += 1
-                elif isinstance(ev, Quarantine):
-                    conn.execute(
-                        "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
-                        (ev.source, ev.raw, ev.reason, now_ms),
-                    )
-                    result.quarantined += 1
-            new_after = None
-            if run:
-                changed, new_after = self._write_rows(conn, run, now_ms)
-                result.upserted += changed
-            if self._max_key > old_max_key:
+                if vectors:
+                    self._write_vectors(conn, vectors)
                 conn.execute(
-                    "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
-                    (self._max_key, self._running_max_ms),
+                    "INSERT INTO cursors(stream_key, cursor, updated_ms) VALUES (?,?,?) "
+                    "ON CONFLICT(stream_key) DO UPDATE SET cursor=excluded.cursor, "
+                    "updated_ms=excluded.updated_ms",
+                    (stream_key, cursor, now_ms),
                 )
-            if vectors:
-                self._write_vectors(conn, vectors)
-            conn.execute(
-                "INSERT INTO cursors(stream_key, cursor, updated_ms) VALUES (?,?,?) "
-                "ON CONFLICT(stream_key) DO UPDATE SET cursor=excluded.cursor, "
-                "updated_ms=excluded.updated_ms",
-                (stream_key, cursor, now_ms),
-            )
-            if staged is not None:
-                staged()  # what is left runs in SQLite without the GIL
-            # The last run's new rows join the lexical index last: nothing after
-            # them in this batch can edit or delete them before they are in it.
-            self._index_new(conn, new_after)
+                if staged is not None:
+                    staged()  # what is left runs in SQLite without the GIL
+                # The last run's new rows join the lexical index last: nothing after
+                # them in this batch can edit or delete them before they are in it.
+                self._index_new(conn, new_after)
+        except BaseException:
+            self._next_seq = None  # rolled back: re-read the counters from the file
+            raise
         return result
 
     def _write_rows(self, conn: Any, posts: list[Post], now_ms: int) -> tuple[int, int | None]:
