@@ -343,6 +343,15 @@ class StoryBuilder:
         while len(self._summaries) > self._summary_cache:
             self._summaries.popitem(last=False)
 
+    def _from_cache(self, story: Story, key: tuple[str, str, int], mode: str) -> bool:
+        """Fill ``story`` from the summary cache; False if it holds none for ``key``."""
+        hit = self._summaries.get(key)
+        if hit is None:
+            return False
+        self._summaries.move_to_end(key)
+        story.summary, story.citations, story.summary_mode = hit[0], list(hit[1]), mode
+        return True
+
     def _apply(
         self, story: Story, mode: str, text: str, cites: list[str], allowed: set[str]
     ) -> None:
@@ -367,10 +376,7 @@ class StoryBuilder:
         calls = 0
         for story in stories:
             key = self._cache_key(story, mode)
-            hit = self._summaries.get(key)
-            if hit is not None:
-                self._summaries.move_to_end(key)
-                story.summary, story.citations, story.summary_mode = hit[0], list(hit[1]), mode
+            if self._from_cache(story, key, mode):
                 continue
             if max_calls is not None and calls >= max_calls:
                 continue
@@ -401,10 +407,7 @@ class StoryBuilder:
         calls = 0
         for story in stories:
             key = self._cache_key(story, mode)
-            hit = self._summaries.get(key)
-            if hit is not None:
-                self._summaries.move_to_end(key)
-                story.summary, story.citations, story.summary_mode = hit[0], list(hit[1]), mode
+            if self._from_cache(story, key, mode):
                 continue
             writing = self._writing.get(key)
             if writing is not None:
