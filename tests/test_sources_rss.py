@@ -18,6 +18,16 @@ from townsquare.sources import SourceError, source_from_spec
 from townsquare.sources.rss import FeedError, RssSource, parse_feed
 
 FEED_URL = "https://feeds.example.org/some/feed"
+#: A one-item RSS 2.0 feed of the tests' own, for the polling tests (the real
+#: feeds in ../shared/data are for conformance and may be absent).
+EXAMPLE_RSS = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel>
+<title>Example feed</title><link>http://example.org/</link><description>For tests</description>
+<item><title>Example entry</title><link>http://example.org/entry</link>
+<guid>http://example.org/entry</guid><pubDate>Sun, 06 Sep 2009 16:20:00 GMT</pubDate>
+<description>Here is some text.</description></item>
+</channel></rss>
+"""
 
 #: Fixtures where our link legitimately differs from feed-rs's, and why.
 LINK_EXCEPTIONS = {
@@ -223,7 +233,7 @@ async def test_poller_uses_etags_resumes_and_quarantines_broken_feeds() -> None:
 
 
 async def test_last_modified_alone_is_enough_for_conditional_polls() -> None:
-    v1 = (shared_data("rss") / "rss_2.0_example_1.xml").read_bytes()
+    v1 = EXAMPLE_RSS
     v2 = v1.replace(b"<title>Example entry</title>", b"<title>Example entry, v2</title>")
     first, second = "Sun, 06 Sep 2009 16:20:00 GMT", "Mon, 07 Sep 2009 09:00:00 GMT"
     feed = FeedServer((first, v1), (second, v2), validator="Last-Modified")
@@ -250,7 +260,7 @@ async def test_failing_and_unreachable_feeds_are_retried_and_reported() -> None:
         if answers:
             reply.send(answers.pop(0), b"try later")
         else:
-            reply.send(200, (shared_data("rss") / "rss_2.0_example_1.xml").read_bytes())
+            reply.send(200, EXAMPLE_RSS)
 
     with HttpReplayServer({"/flaky.xml": flaky}) as srv:
         # The interval is long: only backoff retries can reach the third request.
