@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = "not-needed"
     openai_model: str = "default"
+    #: A GGUF file for the ``local`` backend instead of the bundled SmolLM2 (any model
+    #: llama-cpp-python loads); empty: the bundled one.
+    local_model_path: str = ""
+    #: How answers are written: auto (grounded for ``local``, generative for others),
+    #: grounded (composed from the posts' own words), generative (the LLM writes; every
+    #: sentence is still verified against the posts it cites).
+    answer_style: Literal["auto", "grounded", "generative"] = "auto"
     llm_timeout_s: float = 60.0
     llm_max_concurrency: int = 8
     #: Recency half-life for ranking (a duration like 6h).

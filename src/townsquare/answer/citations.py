@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from townsquare.answer.prompt import PromptPost
 from townsquare.answer.query import content_words
@@ -316,8 +316,16 @@ def _could_be_image(text: str) -> bool:
     return text == "!" or text.startswith("![")
 
 
-def finalize(stream: CitationStream, posts: Sequence[PromptPost]) -> list[Citation]:
-    """The citation list: posts cited, in reader order; or all posts if none were cited."""
+class _Numbered(Protocol):
+    mapping: dict[int, int]
+
+
+def finalize(stream: _Numbered, posts: Sequence[PromptPost]) -> list[Citation]:
+    """The citation list: posts cited, in reader order; or all posts if none were cited.
+
+    ``stream`` is what renumbered the markers: a :class:`CitationStream` or the
+    verification :class:`~townsquare.answer.verify.Gate`.
+    """
     by_n = {p.n: p for p in posts}
     if stream.mapping:
         ordered = sorted(stream.mapping.items(), key=lambda kv: kv[1])

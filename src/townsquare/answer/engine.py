@@ -70,11 +70,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from townsquare.answer.citations import Attributor, Citation, CitationStream, finalize
+from townsquare.answer import language
+from townsquare.answer.citations import Citation, finalize
+from townsquare.answer.compose import compose
 from townsquare.answer.personas import Persona, Personas
-from townsquare.answer.policy import SELF_HARM_MESSAGE, Policy
-from townsquare.answer.prompt import PromptPost, build_prompt, describe_age
+from townsquare.answer.policy import Policy
+from townsquare.answer.prompt import build_prompt
 from townsquare.answer.query import QueryPlan, SearchMode, understand
+from townsquare.answer.verify import Gate, Verification
 from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
 from townsquare.model import Post, iso
 from townsquare.retrieval import Retriever, SearchRequest
@@ -85,7 +88,11 @@ if TYPE_CHECKING:
     from townsquare.runtime import Runtime
 
 DEFAULT_MAX_RESULTS = 8
-SEARCH_ONLY_PREFIX = "Search-only answer (the language model is unavailable right now)."
+SEARCH_ONLY_PREFIX = language.text("search_only", "en")
+#: Backends ``answer_style = "auto"`` answers with grounded composition (too small to
+#: write reliable prose); every other backend writes, through the gate.
+GROUNDED_BACKENDS = frozenset({"local"})
+ANSWER_STYLES = ("auto", "grounded", "generative")
 
 
 class ConversationNotFound(LookupError):
@@ -129,6 +136,10 @@ class Answer:
     declined: str | None = None
     plan: QueryPlan | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: What the verification gate did (None for fixed texts: declined, no results).
+    verification: Verification | None = None
+    #: The asker's language (ISO 639-1), which the answer is written in.
+    language: str = language.DEFAULT
 
     @property
     def posts_span(self) -> tuple[str, str] | None:
@@ -157,6 +168,8 @@ class Answer:
             "declined": self.declined,
             "query": self.plan.to_meta() if self.plan else None,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "verification": (self.verification or Verification()).to_dict(),
+            "language": self.language,
         }
 
 
@@ -188,7 +201,14 @@ class AnswerEngine:
         clock: Callable[[], datetime] = utcnow,
         llms: Callable[[str], LLM] | None = None,
         trending: Callable[[], list[Post]] | None = None,
+        style: str = "auto",
     ) -> None:
+        if style not in ANSWER_STYLES:
+            raise ValueError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, "
+                             f"not {style!r}")
+        #: ``auto``, ``grounded`` (compose from the posts) or ``generative`` (the LLM
+        #: writes, the gate checks); see :meth:`style_for`.
+        self.style = style
         #: Sample posts of the current top trends, given to the model when a question
         #: asks what is trending (the service wires it to its trend engine).
         self.trending = trending
@@ -209,6 +229,7 @@ class AnswerEngine:
             Personas.load(runtime.settings.personas_dir),
             Policy(),
             llms=runtime.llm,
+            style=runtime.settings.answer_style,
             **kwargs,
         )
 
@@ -232,8 +253,15 @@ class AnswerEngine:
                 return event.answer
         raise RuntimeError("answer stream ended without a final event")  # pragma: no cover
 
+    def style_for(self, llm: LLM) -> str:
+        """``grounded`` or ``generative`` for ``llm`` under the engine's ``style`` setting."""
+        if self.style in ("grounded", "generative"):
+            return self.style
+        small = llm.name in GROUNDED_BACKENDS and getattr(llm, "bundled", True)
+        return "grounded" if small else "generative"
+
     async def stream(self, request: AnswerRequest) -> AsyncIterator[AnswerEvent]:
-        """Deltas as the model writes, then one :class:`Final`."""
+        """Verified sentences as they are ready, then one :class:`Final`."""
         started = time.perf_counter()
         question = request.question.strip()
         if not question:
@@ -242,11 +270,15 @@ class AnswerEngine:
         conv, history = await asyncio.to_thread(self._conversation, request)
         persona = self.personas.get(request.mode or conv.mode)
         llm = self.llm_for(request.model)
+        earlier = [m.content for m in history if m.role == "user"]
+        lang = await asyncio.to_thread(language.detect, question, earlier)
         turn = _Turn(self, request, question, now, conv, persona, llm, started)
+        turn.lang = lang
 
         decision = self.policy.check(question)
         if not decision.allowed:
-            text = SELF_HARM_MESSAGE if decision.category == "self_harm" else persona.declined
+            text = (language.text("self_harm", lang) if decision.category == "self_harm"
+                    else persona.declined_text(lang))
             yield Delta(text)
             yield Final(await turn.finish(text, [], declined=decision.category))
             return
@@ -266,17 +298,33 @@ class AnswerEngine:
                 posts = _merge(trend_posts, posts, max(1, request.max_search_results))
         turn.timings["retrieval_s"] = time.perf_counter() - started
         if plan.retrieve and not posts:
-            text = persona.no_results_text(plan.window)
+            text = persona.no_results_text(plan.window, lang)
             yield Delta(text)
             yield Final(await turn.finish(text, []))
             return
 
         prompt = build_prompt(
             llm, persona, question, posts, now, history,
-            max_tokens=request.max_tokens, searched=plan.retrieve,
+            max_tokens=request.max_tokens, searched=plan.retrieve, lang=lang,
         )
         turn.timings["prompt_s"] = time.perf_counter() - started - turn.timings["retrieval_s"]
-        citations = CitationStream([p.n for p in prompt.posts], Attributor(prompt.posts))
+        gate = Gate(prompt.posts, now)
+        turn.gate = gate
+        style = self.style_for(llm)
+        if style == "grounded" or not plan.retrieve:
+            if plan.retrieve:
+                text = compose(question, prompt.posts, now, lang, persona.framing)
+                out = gate.feed(text) + gate.finish()
+            else:
+                out = ""
+            if not out:
+                out = language.text("no_search" if not plan.retrieve else "nothing_supported",
+                                    lang)
+            turn.timings["ttft_s"] = time.perf_counter() - started
+            yield Delta(out)
+            yield Final(await turn.finish(out, finalize(gate, prompt.posts)))
+            return
+
         options = GenerationOptions(max_tokens=request.max_tokens)
         if request.temperature is not None:
             options.temperature = request.temperature
@@ -286,9 +334,7 @@ class AnswerEngine:
         first_at = last_at = 0.0
         try:
             async for piece in pieces:
-                out = citations.feed(piece)
-                if not shown:
-                    out = out.lstrip()
+                out = gate.feed(piece)
                 if out:
                     last_at = time.perf_counter()
                     if not shown:
@@ -299,25 +345,36 @@ class AnswerEngine:
         except LLMUnavailable as exc:
             if shown:
                 raise
-            text = search_only_text(prompt.posts, now)
+            # Search-only: no generated text, the posts composed (quoted, cited, cleaned).
+            gate = Gate(prompt.posts, now)
+            turn.gate = gate
+            body = gate.feed(compose(question, prompt.posts, now, lang, persona.framing))
+            body += gate.finish()
+            text = language.text("search_only", lang) + ("\n" + body if body else "")
             yield Delta(text)
-            cites = finalize(CitationStream([]), prompt.posts)  # every post, in order
-            for c in cites:
-                c.cited = True  # the search-only text lists each one
-            yield Final(await turn.finish(text, cites, degraded=True,
+            yield Final(await turn.finish(text, finalize(gate, prompt.posts), degraded=True,
                                           retry_after=exc.retry_after))
             return
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 await aclose()
-        tail = citations.finish()
-        if tail and (shown or tail.strip()):
-            yield Delta(tail if shown else tail.lstrip())
-        text = citations.text.strip()
-        if not text:
-            text = "The model returned no answer; the most relevant posts are listed below."
-            yield Delta(text)
+        tail = gate.finish()
+        if tail:
+            if not shown:
+                turn.timings["ttft_s"] = time.perf_counter() - started
+            shown = True
+            yield Delta(tail)
+        if gate.stats.kept + gate.stats.recited == 0:
+            # The gate left nothing: answer from the posts themselves.
+            composed = gate.feed(compose(question, prompt.posts, now, lang, persona.framing))
+            composed += gate.finish()
+            if not composed:
+                composed = language.text("nothing_supported", lang)
+            yield Delta(("\n" if shown else "") + composed)
+            if not shown:
+                turn.timings["ttft_s"] = time.perf_counter() - started
+        text = gate.text.strip() or language.text("nothing_supported", lang)
         usage = generation.usage
         if not usage.prompt_tokens:
             usage.prompt_tokens = prompt.prompt_tokens
@@ -325,7 +382,7 @@ class AnswerEngine:
             turn.timings["decode_tokens_per_s"] = (usage.completion_tokens - 1) / (
                 last_at - first_at
             )
-        yield Final(await turn.finish(text, finalize(citations, prompt.posts), usage=usage))
+        yield Final(await turn.finish(text, finalize(gate, prompt.posts), usage=usage))
 
     def _conversation(self, request: AnswerRequest) -> tuple[Conversation, list[StoredMessage]]:
         if request.conversation_id:
@@ -369,18 +426,6 @@ def _merge(first: list[Post], rest: list[Post], limit: int) -> list[Post]:
     return out[:limit]
 
 
-def search_only_text(posts: list[PromptPost], now: datetime) -> str:
-    """A degraded answer: no generated text, the posts themselves, newest first."""
-    lines = [SEARCH_ONLY_PREFIX, "Most relevant posts, newest first:"]
-    for i, pp in enumerate(posts, 1):
-        snippet = " ".join(pp.post.text.split())
-        if len(snippet) > 160:
-            snippet = snippet[:159].rstrip() + "…"
-        age = describe_age(pp.post.created_at, now)
-        lines.append(f"[{i}] @{pp.post.author} ({age}): {snippet}")
-    return "\n".join(lines)
-
-
 class _Turn:
     """One question's bookkeeping: builds the Answer and saves both messages."""
 
@@ -405,6 +450,8 @@ class _Turn:
         self.started = started
         self.plan: QueryPlan | None = None
         self.timings: dict[str, float] = {}
+        self.lang = language.DEFAULT
+        self.gate: Gate | None = None
 
     async def finish(
         self,
@@ -429,6 +476,8 @@ class _Turn:
             declined=declined,
             plan=self.plan,
             timings=dict(self.timings),
+            verification=self.gate.stats if self.gate is not None else None,
+            language=self.lang,
         )
         if self.request.persist and self.conv.id:
             await asyncio.to_thread(self._save, answer)
@@ -452,5 +501,6 @@ class _Turn:
                 "degraded": answer.degraded,
                 "declined": answer.declined,
                 "usage": answer.to_dict()["usage"],
+                "language": answer.language,
             },
         )

@@ -17,6 +17,13 @@ about citations, untrusted posts and the content policy are the engine's and
 come before and after it, so a persona (even a hostile user-written one)
 cannot switch citations off or turn posts into instructions.
 ``{window}`` in ``no_results`` becomes " in the last hour" etc.
+
+Fixed texts are answered in the asker's language: ``no_results.fr:`` and
+``declined.fr:`` (any language code) give a persona's own translations;
+without one, the engine's text for that language
+(:data:`townsquare.answer.language.TEXTS`) is used. ``framing: fun`` (the
+built-in ``fun`` has it) picks the cheekier framing words of grounded
+composition (:mod:`townsquare.answer.compose`); the default is ``regular``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from townsquare.answer import language
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 #: Tone text beyond this is cut: personas shape style, they do not get a prompt budget.
@@ -46,9 +55,27 @@ class Persona:
     no_results: str = DEFAULT_NO_RESULTS
     declined: str = DEFAULT_DECLINED
     builtin: bool = True
+    #: Translations of the fixed texts, keyed ``"no_results.fr"``, ``"declined.fr"``.
+    texts: tuple[tuple[str, str], ...] = ()
+    #: Which framing words grounded composition uses: ``regular`` or ``fun``.
+    framing: str = "regular"
 
-    def no_results_text(self, window: str = "") -> str:
-        return self.no_results.replace("{window}", window)
+    def _text(self, key: str, default: str, lang: str) -> str:
+        if lang == language.DEFAULT:
+            return default
+        found = dict(self.texts).get(f"{key}.{lang}")
+        if found:
+            return found
+        if default not in (DEFAULT_NO_RESULTS, DEFAULT_DECLINED) and lang not in language.TEXTS:
+            return default
+        return language.text(key, lang)
+
+    def no_results_text(self, window: str = "", lang: str = language.DEFAULT) -> str:
+        text = self._text("no_results", self.no_results, lang)
+        return text.replace("{window}", language.window_label(window, lang))
+
+    def declined_text(self, lang: str = language.DEFAULT) -> str:
+        return self._text("declined", self.declined, lang)
 
 
 def parse_persona(name: str, text: str, builtin: bool = False) -> Persona:
@@ -73,6 +100,8 @@ def parse_persona(name: str, text: str, builtin: bool = False) -> Persona:
         no_results=meta.get("no_results", DEFAULT_NO_RESULTS),
         declined=meta.get("declined", DEFAULT_DECLINED),
         builtin=builtin,
+        texts=tuple(sorted((k, v) for k, v in meta.items() if "." in k and v)),
+        framing="fun" if meta.get("framing", "").lower() == "fun" else "regular",
     )
 
 

@@ -42,7 +42,8 @@ _I = re.IGNORECASE
 _DEPICT = (
     r"(?:write|compose|draft|describe|depict|imagine|generate|create|make|draw|paint|render|"
     r"roleplay|role-play|pretend|narrate|show me|send me|find me|get me|give me|écris|écrire|"
-    r"raconte|imagine|décris|génère|dessine)"
+    r"raconte|imagine|décris|génère|dessine|rédige|invente|montre-moi|fais-moi|crée|créer|"
+    r"décrire|raconter|imaginer|générer|dessiner|rédiger)"
 )
 _SEXUAL = (
     r"(?:nude|nudes|naked|undress(?:ed|ing)?|topless|sex|sexual|sexually|sexy|porn|porno|"
@@ -55,11 +56,14 @@ _VIOLENT = (
     r"shoot(?:ing)?|shot|execut\w*|hang(?:ed|ing)|lynch\w*|rap(?:e|ed|ing)|beat(?:en|ing)? up|"
     r"beaten|assassinat\w*|dismember\w*|mutilat\w*|burn(?:ed|t)? alive|bleed(?:ing)? out|"
     r"die(?:s|d)? (?:slowly|painfully|horribly)|tuer|tué\w*|tortur\w*|égorg\w*|assassin\w*|"
-    r"frapp\w*|massacr\w*)"
+    r"frapp\w*|massacr\w*|poignard\w*|abattu\w*|abattre|décapit\w*|pendu\w*|égorg\w*|"
+    r"lynch\w*|violée?s?|violer|brûlée?s? vif\w*|battue?s? à mort|meurtr\w*|fusill\w*|"
+    r"étrangl\w*|lapid\w*|tabass\w*)"
 )
 _GRAPHIC = (
     r"(?:graphic|gory|gruesome|brutal(?:ly)?|in (?:vivid |full |gory )?detail|vividly|"
-    r"step by step|en détail|sanglant\w*)"
+    r"step by step|en détail|sanglant\w*|gore|détaillée?s?|avec du sang|"
+    r"de façon (?:réaliste|crue|brutale)|brutalement)"
 )
 _ROLE = (
     r"(?:celebrit(?:y|ies)|actress|actor|singer|rapper|politician|president|senator|"
@@ -67,7 +71,11 @@ _ROLE = (
     r"my (?:ex|boss|coworker|co-worker|colleague|classmate|teacher|neighbou?r|sister|brother|"
     r"friend|wife|husband|girlfriend|boyfriend|crush|roommate)|this (?:person|guy|girl|woman|man)|"
     r"a real person|real people|people i know|someone i know|mon ex|ma voisine|mon voisin|"
-    r"ma collègue|mon collègue|mon patron|ma patronne|cette personne)"
+    r"ma collègue|mon collègue|mon patron|ma patronne|cette personne|"
+    r"(?:premier |première )?ministre|présidente?|sénat(?:eur|rice)|députée?|maire|"
+    r"chanteu(?:r|se)|act(?:eur|rice)|journaliste|célébrités?|influenceu(?:r|se)|rappeu(?:r|se)|"
+    r"footballeu(?:r|se)|animat(?:eur|rice)|youtubeu(?:r|se)|streameu(?:r|se)|"
+    r"une vraie personne|de vraies personnes)"
 )
 _CAPITALIZED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zà-ÿ'’-]+(?:\s+[A-Z][a-zà-ÿ'’-]+)*")
 _HANDLE = re.compile(r"(?<![\w@])@[\w.\-]+")
@@ -88,6 +96,11 @@ _HARASS = [
         r"mean (?:messages?|comments?|replies)|slurs?)\b", _I
     ),
     re.compile(r"\bmake\b.{0,40}\blife (?:a )?(?:living )?(?:hell|miserable)\b", _I),
+    re.compile(
+        r"\b(?:écris|écrire|rédige|rédiger|envoie|envoyer|donne-moi|génère|compose|trouve-moi)"
+        r"\b.{0,60}\b(?:menaces?|insultes?|injures?|messages? (?:haineux|méchants|insultants)|"
+        r"commentaires? (?:haineux|méchants))\b", _I
+    ),
     re.compile(r"\b(?:get|make)\b.{0,40}\b(?:fired|kicked out|expelled|deplatformed)\b", _I),
     re.compile(r"\b(?:tell|convince|encourage)\b.{0,40}\b(?:kill (?:him|her|them)sel(?:f|ves)|"
                r"kys|end (?:his|her|their) life)\b", _I),
@@ -237,7 +250,8 @@ def _fictional(text: str) -> bool:
     return re.search(
         r"\b(?:story|stories|fanfic|fan fiction|fiction|scene|poem|song|script|fantasy|"
         r"scenario|imagine|pretend|roleplay|role-play|picture|image|photo|video|deepfake|draw|"
-        r"histoire|raconte|imagine)\w*\b",
+        r"histoire|raconte|imagine|sc[èe]ne|sc[ée]nario|po[èe]me|chanson|r[ée]cit|vid[ée]o|"
+        r"dessin|nouvelle|fanfiction)\w*\b",
         text,
         _I,
     ) is not None
@@ -247,7 +261,8 @@ def _asks_to_act(text: str) -> bool:
     """'help me harass X' acts; 'why is X being harassed?' asks about news."""
     return re.search(
         r"\b(?:help me|how (?:do|can|should) (?:i|we)|how to|let's|lets|i want to|we should|"
-        r"write|give me|plan|organi[sz]e|let us|aide-moi|comment)\b|^\s*(?:please\s+)?"
+        r"write|give me|plan|organi[sz]e|let us|aide-moi|comment|écris|rédige|donne-moi|"
+        r"je veux|on devrait|organise)\b|^\s*(?:please\s+)?"
         r"(?:harass|bully|threaten|intimidate|insult|humiliate|stalk|harc[eè]le|menace|insulte)",
         text,
         _I,

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from townsquare.answer.language import instruction
 from townsquare.answer.personas import Persona
 from townsquare.answer.policy import POLICY_PROMPT, neutralize_post
 from townsquare.llm.base import LLM, ChatMessage
@@ -148,8 +149,14 @@ def build_prompt(
     history: Sequence[StoredMessage] = (),
     max_tokens: int = 256,
     searched: bool = True,
+    lang: str | None = None,
 ) -> Prompt:
-    """Messages for ``llm``: as many of ``posts`` (best first) as the budget allows."""
+    """Messages for ``llm``: as many of ``posts`` (best first) as the budget allows.
+
+    ``lang`` (the asker's language, see :mod:`townsquare.answer.language`)
+    adds an "Answer in French." line after the question: the system prompt
+    stays the same for every language, so its KV cache is reused.
+    """
     system = system_prompt(persona)
     head = f"Current time: {format_time(now)}\n\n"
     if searched:
@@ -158,6 +165,8 @@ def build_prompt(
     else:
         head += "(No post search for this message.)\n\n"
         tail = f"Question: {question}"
+    if lang:
+        tail += f"\n({instruction(lang)})"
     budget = llm.context_tokens - max_tokens - SAFETY_TOKENS
     used = llm.count_tokens(system) + llm.count_tokens(head) + llm.count_tokens(tail) + 16
     if used > budget:

