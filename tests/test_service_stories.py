@@ -80,20 +80,22 @@ async def test_stories_get_cited_summaries_in_either_persona_and_are_cached(
     async with serve_app(_traffic(datetime.now(UTC))) as api:
         await _warm(api)
         h = Api.auth(api.key("a"))
-        api.llm.enqueue(["A fire broke out at the Grand Hotel [1], with smoke ",
-                         "seen across downtown [2][9]."])
+        api.llm.enqueue(["There is a huge fire at the Grand Hotel downtown [1]. Firefighters ",
+                         "are on ladders at the roof [2][9]. The hotel was bombed [1]."])
         resp = await api.client.get("/v1/stories", params={"window": "1h", "limit": 1},
                                     headers=h)
         assert resp.status_code == 200, resp.text
         story = _fire_story(resp.json())
         assert resp.json()["mode"] == "regular"
         assert story["summary_mode"] == "regular"
-        # [9] named no post the model was shown: dropped; the rest renumbered in order.
-        assert story["summary"] == (
-            "A fire broke out at the Grand Hotel [1], with smoke seen across downtown [2]."
-        )
+        # [9] named no post the model was shown: dropped; a sentence no post supports
+        # is dropped (the gate); markers renumbered in order, each sentence verified.
+        summary = story["summary"]
+        assert summary.startswith("There is a huge fire at the Grand Hotel downtown [1]. ")
+        assert summary.endswith("Firefighters are on ladders at the roof [2].")
         cites = story["citations"]
         assert [c["n"] for c in cites] == [1, 2]
+        assert "firefighters on ladders" in cites[1]["text"]
         assert all(c["text"].startswith(FIRE) for c in cites)
         # The model was shown the story's posts as quoted data, in the regular persona.
         prompt = api.llm.last_messages
@@ -105,12 +107,13 @@ async def test_stories_get_cited_summaries_in_either_persona_and_are_cached(
         assert _fire_story(again.json())["summary"] == story["summary"]
         assert len(api.llm.calls) == calls  # served from the cache
 
-        api.llm.enqueue(["Ah yes, the Grand Hotel is now mostly smoke [1]."])
+        api.llm.enqueue(["Yes, the Grand Hotel downtown: huge fire, smoke everywhere [1]."])
         fun = await api.client.get("/v1/stories", params={"limit": 1, "mode": "fun"},
                                    headers=h)
         fun_story = _fire_story(fun.json())
         assert fun_story["summary_mode"] == "fun"
-        assert fun_story["summary"] == "Ah yes, the Grand Hotel is now mostly smoke [1]."
+        assert fun_story["summary"] == (
+            "Yes, the Grand Hotel downtown: huge fire, smoke everywhere [1].")
         assert "witty" in api.llm.last_messages[0].content
         assert fun_story["citations"][0]["text"].startswith(FIRE)
 

@@ -27,7 +27,11 @@ import re
 _I = re.IGNORECASE | re.DOTALL
 
 #: ``[r]: http://...`` definitions (a whole line).
-_REF_DEF = re.compile(r"^[ \t]{0,3}\[[^\]\n]{1,200}\]:[ \t]*\S+.*$", re.IGNORECASE | re.MULTILINE)
+_REF_DEF = re.compile(
+    r"^[ \t]{0,3}\[[^\]\n]{1,200}\]:[ \t]*\S+.*$"
+    r"|\[[^\]\n]{1,200}\]:[ \t]*<?(?:[a-z][\w+.-]{1,20}:|www\.|/)\S*",
+    re.IGNORECASE | re.MULTILINE,
+)
 _MD_IMAGE = re.compile(r"!\[[^\]]{0,500}\](?:\([^)]{0,2000}\)|\[[^\]]{0,200}\])?")
 _MD_LINK = re.compile(r"\[([^\]]{0,500})\]\([^)]{0,2000}\)")
 #: ``[text][ref]`` reference links: keep the text (``[3][5]`` markers are not links).

@@ -78,7 +78,7 @@ _SUFFIXES = (
 )
 _TOKEN = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
 _FIGURE = re.compile(
-    r"(?<![\w.,])\d{1,3}(?:[ \u00a0\u202f,.]\d{3})+(?![\d])|\d+(?:[.,:]\d+)?", re.UNICODE
+    r"(?<![\w.,])(?:\d{1,3}(?:[ \u00a0\u202f,.]\d{3})+(?![\d])|\d+(?:[.,:]\d+)?)", re.UNICODE
 )
 _NUMBER_WORDS = {
     "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
@@ -152,7 +152,7 @@ def figures(text: str) -> set[str]:
 
 
 def _quote_norm(text: str) -> str:
-    return " ".join(_QUOTE_CHARS.sub(" ", fold(text)).split())
+    return " ".join(_QUOTE_CHARS.sub("", fold(text)).split())
 
 
 def quotes(text: str) -> list[str]:
@@ -162,7 +162,8 @@ def quotes(text: str) -> list[str]:
 
 def clean_post_text(text: str) -> str:
     """A post's text as the gate and composition see it: no injections, no URLs or markup."""
-    out = neutralize_post(text).text.replace(REDACTED, " ").replace(IMAGE_REDACTED, " ")
+    out = neutralize_post(clean_text(text)).text
+    out = out.replace(REDACTED, " ").replace(IMAGE_REDACTED, " ")
     return " ".join(clean_text(out).split())
 
 
@@ -238,7 +239,7 @@ class Verifier:
                 outside = outside.replace(m.group(0), " ")
         # Figures (outside quotes: a quote is checked verbatim as a whole).
         have_figures = set().union(*(f.figures for f in group))
-        missing_fig = figures(outside) - have_figures
+        missing_fig = figures(_HANDLE.sub(" ", outside)) - have_figures
         if missing_fig:
             return Verdict(False, f"figure {sorted(missing_fig)[0]} not in the cited posts")
         # Names and handles.
@@ -338,7 +339,7 @@ def split_sentences(buf: str, final: bool = False) -> tuple[list[str], str]:
         if m.group(0) == "." and before and before.group(1).lower() in _ABBREV:
             i = m.end()
             continue
-        if _open_quote(buf[start : m.start()]) and len(buf) - start < 1200:
+        if _open_quote(buf[start : m.end()]) and len(buf) - start < 1200:
             i = m.end()
             continue
         end = m.end()
@@ -444,9 +445,9 @@ class Gate:
         self.stats.sentences += 1
         signature = content_stems(body)
         key = " ".join(tokens(body))
-        if key in self._seen_text or (
-            len(signature) >= 2
-            and any(_jaccard(signature, s) >= REPEAT_JACCARD for s in self._seen)
+        if key in self._seen_text or any(
+            (signature and signature <= s) or _jaccard(signature, s) >= REPEAT_JACCARD
+            for s in self._seen
         ):
             self.stats.dropped += 1
             self.stats.reasons.append("repeats an earlier sentence")

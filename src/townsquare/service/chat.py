@@ -43,6 +43,7 @@ from townsquare.answer import (
     UnknownPersona,
 )
 from townsquare.answer.engine import AnswerEvent
+from townsquare.answer.verify import Verification
 from townsquare.llm import LLMError, LLMUnavailable
 from townsquare.model import Post, iso
 from townsquare.service.auth import Principal
@@ -206,6 +207,8 @@ async def _extras(
         "as_of": iso(answer.as_of),
         "mode": answer.mode,
         "degraded": answer.degraded,
+        "verification": (answer.verification or Verification()).to_dict(),
+        "language": answer.language,
     }
     if answer.degraded:
         extra["retry_after"] = answer.retry_after
