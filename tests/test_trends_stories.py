@@ -187,3 +187,44 @@ def test_duplicate_groups_directly() -> None:
     assert roots[0] == roots[1] == 0  # exact after normalization
     assert roots[2] == 0  # near-duplicate
     assert roots[3] == 3
+
+
+def _cup_and_strike(engine: TrendEngine, bridges: int = 6) -> None:
+    """Two unrelated bursts, and a few posts that mention both (fans stuck at stations)."""
+    cup = [
+        "What a cup final! Lyon score in extra time",
+        "cup final tonight, Lyon fans everywhere in the city",
+        "that cup final goal from Lyon was unreal",
+        "Lyon lift the cup after a crazy final",
+        "the cup final crowd is electric, Lyon all the way",
+        "penalty drama in the cup final, Lyon hold on",
+    ]
+    strike = [
+        "Rail strike: no trains to Paris this evening",
+        "the rail strike is hitting commuters hard, stations closed",
+        "rail strike day two, unions say the walkout continues",
+        "stuck at the station again, rail strike everywhere",
+        "rail strike talks resume tomorrow with management",
+    ]
+    for i in range(30):
+        engine.add(post(f"cup{i}", f"fan{i}", cup[i % len(cup)] + f" #{i}",
+                        AT + timedelta(seconds=20 * i)))
+    for i in range(25):
+        engine.add(post(f"rail{i}", f"commuter{i}", strike[i % len(strike)] + f" ({i})",
+                        AT + timedelta(seconds=20 * i + 7)))
+    for i in range(bridges):
+        engine.add(post(f"both{i}", f"both{i}",
+                        f"cup final day and the rail strike means no trains for Lyon fans ({i})",
+                        AT + timedelta(seconds=30 * i + 11)))
+
+
+def test_a_story_never_merges_unrelated_topics() -> None:
+    engine = _engine()
+    _cup_and_strike(engine)
+    stories = engine.stories("1h")
+    cup = [s for s in stories if {"t:cup", "p:cup final"} & set(s.features)]
+    rail = [s for s in stories if {"t:strike", "p:rail strike"} & set(s.features)]
+    assert cup and rail, [s.features for s in stories]
+    assert cup[0].id != rail[0].id, cup[0].features
+    assert not {"t:strike", "p:rail strike", "t:rail"} & set(cup[0].features)
+    assert not {"t:cup", "p:cup final", "e:lyon"} & set(rail[0].features)

@@ -8,7 +8,10 @@ de-duplicated list), the recent posts that carry any, and
    groups, so a tweet retweeted two hundred times is one voice with echoes;
 2. joins trending features that keep appearing together in the same posts
    (``#DestinationDragons``, ``Imagine Dragons``, ``tix``): co-occurring in at
-   least ``min_cooccur`` posts and in ``assoc`` of the rarer one's posts;
+   least ``min_cooccur`` posts and in ``assoc`` of the rarer one's posts, and
+   only when the two clusters they belong to share ``assoc`` of the smaller
+   one's posts too (so a few posts about both a cup final and a rail strike
+   never chain the two stories into one);
 3. gives each group to the best such component whose top feature it
    carries, or two of whose features it carries.
 
@@ -204,14 +207,20 @@ class StoryBuilder:
         """
         n: Counter[str] = Counter()
         co: Counter[tuple[str, str]] = Counter()
+        carried: dict[str, set[int]] = {}  # feature -> the posts carrying it
+        index = 0
         for g in groups:
             for it in g.items:
                 feats = sorted(f for f in it.features if f in trending)
                 n.update(feats)
+                for f in feats:
+                    carried.setdefault(f, set()).add(index)
+                index += 1
                 for i, a in enumerate(feats):
                     for b in feats[i + 1 :]:
                         co[(a, b)] += 1
         parent = {f: f for f in n}
+        posts_of = {f: set(carried[f]) for f in n}  # a component's root -> its posts
 
         def find(f: str) -> str:
             while parent[f] != f:
@@ -219,11 +228,20 @@ class StoryBuilder:
                 f = parent[f]
             return f
 
-        for (a, b), c in sorted(co.items()):
+        # Strongest pairs first; two components join only when their *posts* overlap
+        # as much as two words must: a handful of posts mentioning both a cup final
+        # and a rail strike ties the words, not the stories (no chaining).
+        for (a, b), c in sorted(co.items(), key=lambda kv: (-kv[1], kv[0])):
             if c >= self.min_cooccur and c >= self.assoc * min(n[a], n[b]):
                 ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
+                if ra == rb:
+                    continue
+                pa, pb = posts_of[ra], posts_of[rb]
+                if len(pa & pb) < self.assoc * min(len(pa), len(pb)):
+                    continue
+                root, other = min(ra, rb), max(ra, rb)
+                parent[other] = root
+                posts_of[root] = pa | pb
 
         def rank(f: str) -> tuple[float, str]:
             return (-trending[f].score, f)
