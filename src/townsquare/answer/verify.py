@@ -190,7 +190,7 @@ def _facts(pp: PromptPost, now: datetime | None) -> _Facts:
     accounts = {handle, *handle.split(".")}
     name_words = set(tokens(post.author_name or ""))
     accounts |= {w for w in name_words if len(w) >= 3}
-    words = set(tokens(both)) | accounts | {handle}
+    words = set(tokens(both)) | accounts | name_words | {handle}
     words |= {w for w in words for w in w.split("-")}
     stems = content_stems(both) | {stem(w) for w in name_words} | {stem(handle)}
     ages: set[str] = set()
@@ -336,7 +336,10 @@ def split_sentences(buf: str, final: bool = False) -> tuple[list[str], str]:
         if j >= len(buf) and not final:
             break
         before = re.search(r"(\w+)[.!?…]*$", buf[start : m.start() + 1])
-        if m.group(0) == "." and before and before.group(1).lower() in _ABBREV:
+        if m.group(0) == "." and before and (
+            before.group(1).lower() in _ABBREV
+            or (len(before.group(1)) == 1 and before.group(1).isupper())  # an initial: "Karim B."
+        ):
             i = m.end()
             continue
         if _open_quote(buf[start : m.end()]) and len(buf) - start < 1200:

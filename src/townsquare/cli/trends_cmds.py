@@ -73,7 +73,7 @@ def trends(
     found = engine.trends(window, limit, kinds=kinds or None)
     with_stories = with_stories or summarize
     if summarize:
-        stories = _summarized(cli, engine, window, min(limit, 10), mode)
+        stories = _summarized(cli, engine, window, min(limit, 10), mode, now)
     else:
         stories = engine.stories(window, limit=min(limit, 10)) if with_stories else []
     if as_json:
@@ -121,9 +121,9 @@ def _line(text: str, width: int = 200) -> str:
 
 
 def _summarized(
-    cli: CliContext, engine: TrendEngine, window: str, limit: int, mode: str
+    cli: CliContext, engine: TrendEngine, window: str, limit: int, mode: str, now: datetime
 ) -> list[Story]:
-    """The window's stories, each summarized by the configured LLM in ``mode``."""
+    """The window's stories, each summarized in ``mode`` as of ``now`` (``--at``)."""
     from townsquare.answer.personas import UnknownPersona
     from townsquare.answer.summaries import StorySummarizer
     from townsquare.cli.answer_cmds import open_answer_engine
@@ -134,6 +134,7 @@ def _summarized(
             answers.personas.get(mode)
         except UnknownPersona as exc:
             raise click.BadParameter(str(exc), param_hint="--mode") from None
+        answers.clock = lambda: now  # "3 hours ago" as of --at, not as of today
         summarizer = StorySummarizer(answers)
         stories = engine.stories(window, limit=limit)
         asyncio.run(engine.stories_builder.asummarize(stories, summarizer, mode.lower()))

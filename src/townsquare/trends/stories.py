@@ -9,11 +9,12 @@ de-duplicated list), the recent posts that carry any, and
 2. joins trending features that keep appearing together in the same posts
    (``#DestinationDragons``, ``Imagine Dragons``, ``tix``): co-occurring in at
    least ``min_cooccur`` posts and in ``assoc`` of the rarer one's posts, and
-   only when the two clusters they belong to share ``assoc`` of the smaller
-   one's posts too (so a few posts about both a cup final and a rail strike
-   never chain the two stories into one);
+   only when the two clusters they belong to are that associated on average
+   (so a word both topics use, a city's name, never chains a cup final and a
+   rail strike into one story);
 3. gives each group to the best such component whose top feature it
-   carries, or two of whose features it carries.
+   carries, or two of whose features it carries: the one its features are
+   most specific to (a feature tied to several components counts less).
 
 A story's id survives refreshes: an id stays with the story whose top
 features include the feature that led it last time. A new story's id is a
@@ -207,20 +208,15 @@ class StoryBuilder:
         """
         n: Counter[str] = Counter()
         co: Counter[tuple[str, str]] = Counter()
-        carried: dict[str, set[int]] = {}  # feature -> the posts carrying it
-        index = 0
         for g in groups:
             for it in g.items:
                 feats = sorted(f for f in it.features if f in trending)
                 n.update(feats)
-                for f in feats:
-                    carried.setdefault(f, set()).add(index)
-                index += 1
                 for i, a in enumerate(feats):
                     for b in feats[i + 1 :]:
                         co[(a, b)] += 1
         parent = {f: f for f in n}
-        posts_of = {f: set(carried[f]) for f in n}  # a component's root -> its posts
+        features_of = {f: [f] for f in n}  # a component's root -> its features
 
         def find(f: str) -> str:
             while parent[f] != f:
@@ -228,20 +224,31 @@ class StoryBuilder:
                 f = parent[f]
             return f
 
-        # Strongest pairs first; two components join only when their *posts* overlap
-        # as much as two words must: a handful of posts mentioning both a cup final
-        # and a rail strike ties the words, not the stories (no chaining).
-        for (a, b), c in sorted(co.items(), key=lambda kv: (-kv[1], kv[0])):
-            if c >= self.min_cooccur and c >= self.assoc * min(n[a], n[b]):
-                ra, rb = find(a), find(b)
-                if ra == rb:
-                    continue
-                pa, pb = posts_of[ra], posts_of[rb]
-                if len(pa & pb) < self.assoc * min(len(pa), len(pb)):
-                    continue
-                root, other = min(ra, rb), max(ra, rb)
-                parent[other] = root
-                posts_of[root] = pa | pb
+        def association(a: str, b: str) -> float:
+            key = (a, b) if a < b else (b, a)
+            return co.get(key, 0) / min(n[a], n[b])
+
+        def linked(a: str, b: str) -> bool:
+            key = (a, b) if a < b else (b, a)
+            return co.get(key, 0) >= self.min_cooccur and association(a, b) >= self.assoc
+
+        # Strongest pairs first (average linkage): two components join only when their
+        # features are associated *on average*, not through one word they share. A
+        # place name used by both a cup final and a rail strike ("Valmont") ties the
+        # words, not the stories.
+        for (a, b), _c in sorted(co.items(), key=lambda kv: (-kv[1], kv[0])):
+            if not linked(a, b):
+                continue
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            fa, fb = features_of[ra], features_of[rb]
+            mean = sum(association(x, y) for x in fa for y in fb) / (len(fa) * len(fb))
+            if mean < self.assoc:
+                continue
+            root, other = min(ra, rb), max(ra, rb)
+            parent[other] = root
+            features_of[root] = fa + fb
 
         def rank(f: str) -> tuple[float, str]:
             return (-trending[f].score, f)
@@ -249,6 +256,11 @@ class StoryBuilder:
         feats_of: dict[str, list[str]] = {}
         for f in sorted(n, key=rank):
             feats_of.setdefault(find(f), []).append(f)
+        # A feature strongly tied to several components (a hub like a city name) says
+        # less about which story a post belongs to than one tied to a single component.
+        spread = {
+            f: len({find(f)} | {find(g) for g in n if g != f and linked(f, g)}) for f in n
+        }
         members: dict[str, list[_Group]] = {}
         for g in groups:
             eligible = [
@@ -258,7 +270,11 @@ class StoryBuilder:
                 or len(g.features.intersection(feats_of[root])) >= 2
             ]
             if eligible:
-                best = min(eligible, key=lambda root: rank(feats_of[root][0]))
+                def fit(root: str, g: _Group = g) -> tuple[float, tuple[float, str]]:
+                    shared = g.features.intersection(feats_of[root])
+                    return (-sum(1.0 / spread[f] for f in shared), rank(feats_of[root][0]))
+
+                best = min(eligible, key=fit)
                 members.setdefault(best, []).append(g)
         return [(feats_of[root], gs) for root, gs in members.items()]
 
