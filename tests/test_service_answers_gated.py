@@ -1,4 +1,4 @@
-"""The HTTP API shows gated text only: streamed equals non-streamed, nothing fetchable, any language."""
+"""The HTTP API shows gated text only: streamed = non-streamed, nothing fetchable, any language."""
 
 from __future__ import annotations
 

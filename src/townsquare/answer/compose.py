@@ -41,6 +41,8 @@ from townsquare.answer.verify import clean_post_text, content_stems, split_sente
 
 MAX_QUOTE_WORDS = 28
 MAX_SENTENCES = 4
+#: Copies of one post cited at most (the newest): more markers add nothing to read.
+MAX_MARKERS = 3
 #: Content-word overlap at which two posts say the same thing (merged).
 SAME_POST = 0.6
 
@@ -102,10 +104,11 @@ def best_quote(text: str, question_stems: set[str]) -> tuple[str, float]:
         score = overlap - 0.01 * i  # earlier sentences win ties: posts lead with the news
         if score > best_score:
             best, best_score = s, score
+    best = re.sub(r"[«»“”\"„]", "", best).strip()
     words = best.split()
     if len(words) > MAX_QUOTE_WORDS:
         best = " ".join(words[:MAX_QUOTE_WORDS]).rstrip(",;:") + "…"
-    best = best.rstrip(" .")
+    best = best.rstrip(" .!?;:,")
     return best, max(0.0, best_score)
 
 
@@ -180,6 +183,6 @@ def compose(
             q=_quote_marks(g.quote, lang),
         )
         sentence = sentence[0].upper() + sentence[1:]
-        markers = "".join(f"[{n}]" for n in g.numbers)
+        markers = "".join(f"[{n}]" for n in g.numbers[:MAX_MARKERS])
         out.append(f"{sentence} {markers}.")
     return "\n".join(out)

@@ -303,7 +303,9 @@ _END = re.compile(r"\n|[.!?…]+[\"'»”’)]*(?=\s|$)")
 _ABBREV = frozenset("mr mrs ms dr st mt no vs etc jr sr m mme mlle me dr pr gen col lt sgt".split())
 _BULLET = re.compile(r"^\s*(?:[-*•>]+|\d{1,2}[.)]|#{1,6})\s+")
 _MARKER = re.compile(r"(?<!!)\s*\[([^\[\]\n]{1,24})\](?!\()")
-_TERMINATOR = re.compile(r"\s*([.!?…]+[\"'»”’)]*)\s*$")
+#: A sentence's final punctuation; after a closing quotation mark there is none
+#: (the markers go after the quotation, then a full stop).
+_TERMINATOR = re.compile(r"\s*([.!?…]+)\s*$")
 
 
 def _open_quote(text: str) -> bool:
