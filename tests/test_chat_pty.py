@@ -38,10 +38,12 @@ def chat(tmp_path: Path) -> pexpect.spawn:
     gate, slow_gate = tmp_path / "gate", tmp_path / "never"
     script = tmp_path / "script.json"
     script.write_text(json.dumps([
-        {"chunks": ["Alpha ferry ", "news: sailing at 6pm [1]."], "gate": str(gate)},
-        ["Bravo, he is the captain [1]."],
-        {"chunks": ["Charlie ", "never shown"], "gate": str(slow_gate)},
-        ["Delta [1]."],
+        {"chunks": ["The ferry sails again at 6pm [1]. Ferry",
+                    " crossings were suspended because of the storm [2]."], "gate": str(gate)},
+        ["He says the ferry sails again at 6pm [1]."],
+        {"chunks": ["Captain Haddock says the ferry sails [1]. The", "never shown"],
+         "gate": str(slow_gate)},
+        ["The ferry sails again [1]."],
     ]))
     env = {**os.environ, SCRIPT_ENV: str(script), "TERM": "xterm-256color", "COLUMNS": "120"}
     child = pexpect.spawn(sys.executable, ["-m", "townsquare", "chat"], env=env,
@@ -57,11 +59,12 @@ def test_chat_streams_switches_mode_and_follows_up(chat: pexpect.spawn) -> None:
     chat.expect_exact("regular> ")
 
     chat.sendline("what about the ferry?")
-    chat.expect_exact("Alpha ferry")
-    # Streaming: the first chunk is on screen while the rest is still being "generated".
-    assert "sailing" not in chat.before + chat.after + chat.buffer
+    chat.expect_exact("The ferry sails again at 6pm [1].")
+    # Streaming, sentence by sentence (each verified before it is shown): the first
+    # sentence is on screen while the rest is still being "generated".
+    assert "suspended" not in chat.before + chat.after + chat.buffer
     chat.gate.touch()  # type: ignore[attr-defined]
-    chat.expect_exact("news: sailing at 6pm [1].")
+    chat.expect_exact("Ferry crossings were suspended because of the storm [2].")
     chat.expect_exact("Sources:")
     chat.expect_exact("[1] @captain")
     chat.expect_exact("https://ex.org/2")
@@ -71,7 +74,7 @@ def test_chat_streams_switches_mode_and_follows_up(chat: pexpect.spawn) -> None:
     chat.expect_exact("(mode: fun)")
     chat.expect_exact("fun> ")
     chat.sendline("and what about him?")
-    chat.expect_exact("Bravo, he is the captain [1].")
+    chat.expect_exact("He says the ferry sails again at 6pm [1].")
     chat.expect_exact("fun> ")
 
     chat.sendline("/id")
@@ -81,7 +84,7 @@ def test_chat_streams_switches_mode_and_follows_up(chat: pexpect.spawn) -> None:
 
     # Ctrl-C stops an answer and returns to the prompt.
     chat.sendline("what is the captain saying about the ferry?")
-    chat.expect_exact("Charlie")
+    chat.expect_exact("Captain Haddock says the ferry sails [1].")
     chat.sendintr()
     chat.expect_exact("[interrupted]")
     chat.expect_exact("fun> ")
@@ -89,7 +92,7 @@ def test_chat_streams_switches_mode_and_follows_up(chat: pexpect.spawn) -> None:
     chat.sendline("/new")
     chat.expect_exact("(new conversation)")
     chat.sendline("ferry?")
-    chat.expect_exact("Delta [1].")
+    chat.expect_exact("The ferry sails again [1].")
     chat.expect_exact("fun> ")
     chat.sendeof()
     chat.expect(pexpect.EOF)

@@ -28,9 +28,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, d
     home = tmp_path_factory.mktemp("served")
     script = home / "llm-script.json"
     script.write_text(json.dumps([
-        {"chunks": ["Storm ", "Aldric ", "brought ", "red ", "warnings [1]."]},
+        {"chunks": ["Crews are ", "on standby ", "across the coast ", "ahead of Storm ",
+                    "Aldric [1]."]},
         {"chunks": ["The strike ", "goes on [1]."]},
-        {"chunks": [f"word{i} " for i in range(50)], "delay_s": 0.05},
+        {"chunks": ["Saw the comet [1]. ", "Free comet night at the club observatory [1]. ",
+                    *[f"word{i} " for i in range(48)]], "delay_s": 0.05},
     ]))
     env = {
         "TOWNSQUARE_HOME": str(home),
@@ -70,7 +72,7 @@ def test_streamed_chat_with_the_sdk(server: tuple[Served, dict[str, str]]) -> No
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Storm Aldric brought red warnings [1]."
+    assert text == "Crews are on standby across the coast ahead of Storm Aldric [1]."
     final = chunks[-1]
     assert final.choices[0].finish_reason == "stop"
     assert final.usage is not None and final.usage.completion_tokens == 5

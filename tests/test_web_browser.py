@@ -93,10 +93,12 @@ class Served:
     make_key: Callable[[str], str]
 
 
-#: The fake LLM's first answer, streamed slowly enough to be seen growing; later ones echo.
+#: The fake LLM's first answer, streamed slowly enough to be seen growing (sentence by
+#: sentence: each is verified against its posts before it is shown); later ones echo.
 SCRIPT = [
-    {"chunks": ["People say ", "the strike ", "is over [1]", ", some post ", "pictures [2]",
-                " and stations ", "were empty [3]", "."], "delay_s": 0.05},
+    {"chunks": ["The train strike ", "in Paris is over [1]. ", "Someone posted train ",
+                "strike pics [2]. ", "Stations were empty ", "all morning [3]", "."],
+     "delay_s": 0.05},
 ]
 
 
@@ -336,7 +338,7 @@ def test_live_indicator_unreachable_source_and_trending_panel(
     served: Served, browser: Browser
 ) -> None:
     # The story's summary, the first thing the (fake) model will be asked to write.
-    served.script.write_text(json.dumps(["Protest in front of the station [1][2]."]))
+    served.script.write_text(json.dumps(["Manif devant la gare [1][2]."]))
     # Sixteen people post about the same thing while the server runs (enough to make a
     # story): the followed file feeds the live figures and the trend engine.
     said = ["les trains sont bloqués", "la police est là", "beaucoup de monde ce matin",
@@ -378,7 +380,7 @@ def test_live_indicator_unreachable_source_and_trending_panel(
     expect(trend.locator(".trend-meta")).to_have_text("17 posts · 17 authors")  # with alice
     # The story, with the model's cited summary and its sources as links.
     story = page.locator("#stories .story").first
-    expect(story.locator(".story-summary")).to_have_text("Protest in front of the station [1][2].")
+    expect(story.locator(".story-summary")).to_have_text("Manif devant la gare [1][2].")
     sources = story.locator(".story-sources li")
     expect(sources).to_have_count(2)
     expect(sources.first).to_contain_text("[1] @person")
@@ -439,8 +441,10 @@ def test_with_the_model_down_the_page_shows_the_posts_it_found(
     status = page.locator(".answer-status")
     expect(status).to_have_class("answer-status degraded")
     expect(status).to_contain_text("try again in 3 s")
-    # The search-only answer quotes the posts: their markup stays text there too.
-    expect(page.locator(".answer")).to_contain_text(XSS)
+    # The search-only answer quotes the posts without their markup or links (the
+    # cards still show the post text, as text).
+    expect(page.locator(".answer")).to_contain_text("“train strike pics lol”")
+    expect(page.locator(".answer")).not_to_contain_text("onerror")
     expect(page.locator(".card", has_text="train strike pics")).to_have_count(1)
     assert page.locator("img").count() == 0
     assert not browser.dialogs and not browser.refused
