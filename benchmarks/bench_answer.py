@@ -18,6 +18,12 @@ sampling) as the baseline. Reported per question and as medians:
   engine's overhead (worker thread, event loop hand-off, citation rewriting).
 - retrieval share: retrieval time / TTFT.
 
+- grounded TTFT: the same question answered the default way for the bundled
+  model (``answer_style = "auto"`` -> grounded: composed from the posts,
+  verified, no generation); the other columns are the generative path
+  (``answer_style = "generative"``), whose first text is the first sentence
+  the verification gate lets through.
+
 Targets (issue #3, 2 cores): TTFT <= 1.5 s; decode >= 90 % of raw.
 """
 
@@ -256,7 +262,10 @@ def main() -> None:
                     n_threads_batch=args.threads, verbose=False)
         rec = Recording(local)
         retriever = Retriever(store, embedder)
-        engine = AnswerEngine(retriever, rec, store, Personas.load(), Policy())
+        engine = AnswerEngine(retriever, rec, store, Personas.load(), Policy(),
+                              style="generative")
+        grounded = AnswerEngine(retriever, local, store, Personas.load(), Policy(),
+                                style="grounded")
         questions = list(STORIES)
         opts = GenerationOptions(max_tokens=args.max_tokens, temperature=0.0)
 
@@ -283,7 +292,16 @@ def main() -> None:
                 await asyncio.sleep(0.2)
                 main_thread = raw_run(raw, rec.messages, opts, in_thread=False)
                 await asyncio.sleep(0.2)
-                rows.append({"q": q, **ours, "raw_ttft": base["ttft"], "raw_tps": base["tps"],
+                g0 = time.perf_counter()
+                g_first = None
+                async for event in grounded.stream(AnswerRequest(q)):
+                    if isinstance(event, Delta) and g_first is None:
+                        g_first = time.perf_counter() - g0
+                    elif isinstance(event, Final):
+                        g_answer = event.answer.answer
+                rows.append({"q": q, **ours, "grounded_ttft": g_first or float("nan"),
+                             "grounded_answer": g_answer,
+                             "raw_ttft": base["ttft"], "raw_tps": base["tps"],
                              "raw_tokens": base["tokens"], "raw_main_tps": main_thread["tps"]})
             return rows
 
@@ -295,7 +313,8 @@ def main() -> None:
     for r in rows:
         ratio = r["tps"] / r["raw_tps"] if r.get("raw_tps") else float("nan")
         body.append([
-            r["q"][:38], r["posts"], r["prompt_tokens"], f"{r['ttft'] * 1000:.0f}",
+            r["q"][:38], r["posts"], r["prompt_tokens"],
+            f"{r.get('grounded_ttft', float('nan')) * 1000:.0f}", f"{r['ttft'] * 1000:.0f}",
             f"{r['llm_ttft'] * 1000:.0f}",
             f"{r.get('raw_ttft', float('nan')) * 1000:.0f}", f"{r['retrieval'] * 1000:.1f}",
             f"{100 * r['retrieval'] / r['ttft']:.1f}%", r["tokens"], f"{r['tps']:.1f}",
@@ -304,6 +323,7 @@ def main() -> None:
         ])
     med = statistics.median
     summary = {
+        "grounded_ttft_s": med(r["grounded_ttft"] for r in measured),
         "ttft_s": med(r["ttft"] for r in measured),
         "llm_ttft_s": med(r["llm_ttft"] for r in measured),
         "raw_ttft_s": med(r["raw_ttft"] for r in measured),
@@ -320,7 +340,8 @@ def main() -> None:
     summary["decode_ratio"] = summary["decode_tps"] / summary["raw_decode_tps"]
     body.append([
         "median (excluding cold)", "", f"{summary['prompt_tokens']:.0f}",
-        f"{summary['ttft_s'] * 1000:.0f}", f"{summary['llm_ttft_s'] * 1000:.0f}",
+        f"{summary['grounded_ttft_s'] * 1000:.0f}", f"{summary['ttft_s'] * 1000:.0f}",
+        f"{summary['llm_ttft_s'] * 1000:.0f}",
         f"{summary['raw_ttft_s'] * 1000:.0f}",
         f"{summary['retrieval_s'] * 1000:.1f}", f"{100 * summary['retrieval_share']:.1f}%", "",
         f"{summary['decode_tps']:.1f}", f"{summary['raw_decode_tps']:.1f}",
@@ -330,15 +351,18 @@ def main() -> None:
     print(table(
         f"answer latency, SmolLM2-135M Q4_1, {args.threads} threads, "
         f"{summary['cores']} cores, {args.posts:,} background posts, {args.embedder}",
-        ["question", "posts", "prompt tok", "TTFT ms", "of which LLM", "raw TTFT ms",
+        ["question", "posts", "prompt tok", "grounded TTFT ms", "gated TTFT ms", "of which LLM",
+         "raw TTFT ms",
          "retrieval ms", "retr. share", "tokens", "tok/s", "raw tok/s", "vs raw",
          "raw main-thr tok/s"],
         body,
     ))
-    print(f"\nmodel load {load_s:.2f} s; targets: TTFT <= 1500 ms "
-          f"({'met' if summary['ttft_s'] <= 1.5 else 'MISSED'}), decode >= 90% of raw "
+    print(f"\nmodel load {load_s:.2f} s; targets: TTFT <= 1500 ms (default, grounded: "
+          f"{'met' if summary['grounded_ttft_s'] <= 1.5 else 'MISSED'}; generative: "
+          f"{'met' if summary['ttft_s'] <= 1.5 else 'MISSED'}), decode >= 90% of raw "
           f"({'met' if summary['decode_ratio'] >= 0.9 else 'MISSED'})")
-    print(f"sample answer: {rows[-1]['answer'][:300]!r}")
+    print(f"sample gated answer: {rows[-1]['answer'][:300]!r}")
+    print(f"sample grounded answer: {rows[-1].get('grounded_answer', '')[:400]!r}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2,
                                                   default=str))

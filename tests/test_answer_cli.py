@@ -138,3 +138,27 @@ def test_user_persona_from_the_config_directory(tmp_path: Path) -> None:
     ingest(tmp_path, STORY_NEW)
     data = ask_json("ferry", "--mode", "pirate")
     assert data["mode"] == "pirate"
+
+
+def test_answer_style_setting_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(tmp_path, STORY_OLD + STORY_NEW)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([["The ferry was eaten by a whale [1]."]]))
+    monkeypatch.setenv(SCRIPT_ENV, str(script))
+    monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "grounded")
+    data = ask_json("ferry", "news")
+    # Grounded: composed from the posts (the scripted model is never asked), all verified.
+    assert "whale" not in data["answer"]
+    assert data["answer"].startswith("The latest, from @commuter")
+    assert data["verification"]["dropped"] == 0 and data["verification"]["kept"] >= 2
+    assert data["language"] == "en"
+    check(data)
+    monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "generative")
+    generated = ask_json("ferry", "news")
+    # The scripted invention is dropped by the gate, the posts answer instead.
+    assert "whale" not in generated["answer"] and generated["verification"]["dropped"] == 1
+    monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "poetic")
+    code, out = run("ask", "ferry")
+    assert code != 0 and "answer_style" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,17 @@ async def test_concurrent_generations_are_serialized_not_corrupted(llm: LocalLLM
 def test_count_tokens_uses_the_real_tokenizer(llm: LocalLLM) -> None:
     assert llm.count_tokens("") == 0
     assert llm.count_tokens("hello world") == 2
+
+
+def test_local_model_path_loads_any_gguf_and_says_when_it_is_missing(tmp_path: Path) -> None:
+    from townsquare.llm.base import LLMError
+
+    copy = tmp_path / "my-model.gguf"
+    copy.symlink_to(default_model_path())
+    llm = LLMS.create("local", Settings(home=tmp_path, local_model_path=str(copy)))
+    assert isinstance(llm, LocalLLM)
+    # Another GGUF is not the bundled 135M model: answers take the generative path.
+    assert llm.model_id == "my-model" and not llm.bundled
+    assert llm.count_tokens("hello world") > 0
+    with pytest.raises(LLMError, match="local_model_path"):
+        LLMS.create("local", Settings(home=tmp_path, local_model_path=str(tmp_path / "no.gguf")))
