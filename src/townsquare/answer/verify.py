@@ -174,6 +174,7 @@ class _Facts:
     n: int
     author: str
     stems: set[str]
+    text_stems: set[str]  # from the post's text only (not its author's name)
     figures: set[str]
     words: set[str]  # every folded token, names included
     norm: str  # for verbatim quotes
@@ -192,11 +193,13 @@ def _facts(pp: PromptPost, now: datetime | None) -> _Facts:
     accounts |= {w for w in name_words if len(w) >= 3}
     words = set(tokens(both)) | accounts | name_words | {handle}
     words |= {w for w in words for w in w.split("-")}
-    stems = content_stems(both) | {stem(w) for w in name_words} | {stem(handle)}
+    text_stems = content_stems(both)
+    stems = text_stems | {stem(w) for w in name_words} | {stem(handle)}
     ages: set[str] = set()
     if now is not None:
         ages = {fold(describe_age(post.created_at, now, lang)) for lang in ("en", "fr")}
-    return _Facts(pp.n, handle, stems, figures(both), words, _quote_norm(both), accounts, ages)
+    return _Facts(pp.n, handle, stems, text_stems, figures(both), words, _quote_norm(both),
+                  accounts, ages)
 
 
 @dataclass(slots=True)
@@ -274,8 +277,9 @@ class Verifier:
         missing = stems - have
         if len(missing) > int(MISSING_SHARE * len(stems)):
             return Verdict(False, f"content {sorted(missing)[:3]} not in the cited posts")
-        if not stems and not quotes(sentence):
-            return Verdict(False, "no content")
+        if not quotes(sentence) and not stems & set().union(*(f.text_stems for f in group)):
+            # Only who and when ("@lemonde (Le Monde) · 6 hours ago"): no claim to show.
+            return Verdict(False, "no content from the posts")
         return Verdict(True)
 
     def _named_accounts(self, text: str) -> set[str]:
