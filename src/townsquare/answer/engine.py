@@ -15,7 +15,7 @@ Build one per process (it is stateless between requests and safe to share)::
     async for event in engine.stream(AnswerRequest(question, conversation_id=cid,
                                                    owner=key_id, mode="fun")):
         if isinstance(event, Delta):
-            send(event.text)                         # token text, already renumbered
+            send(event.text)                         # verified sentences, renumbered
         else:                                        # Final: always last, exactly once
             send_json(event.answer.to_dict())
 
@@ -40,8 +40,18 @@ system messages in it are ignored, the engine's rules always apply).
 ``as_of`` (the time the model was told), ``posts_span`` (oldest and newest
 post time among the citations), ``mode``, ``model``, ``usage``,
 ``conversation_id``, ``degraded`` (search-only, see below), ``declined``
-(the policy category, or None), ``query`` (the search that ran) and
-``timings`` (retrieval, time to first token, total).
+(the policy category, or None), ``query`` (the search that ran),
+``timings`` (retrieval, time to first token, total), ``verification``
+(``{"sentences", "kept", "recited", "dropped"}``: what the gate did) and
+``language`` (the asker's, which the answer and its fixed texts are in).
+
+How the text is written (``style``, the ``answer_style`` setting): ``grounded``
+composes it from the posts' own words (:mod:`townsquare.answer.compose`);
+``generative`` has the LLM write it; ``auto`` is grounded for the bundled
+135M model and generative for every other. Either way every sentence passes
+the verification :class:`~townsquare.answer.verify.Gate` before it is
+yielded, so the stream shows only what the final answer keeps; when the gate
+keeps nothing of a generated answer, the answer is composed instead.
 
 Errors raised before any event: :class:`ConversationNotFound`,
 :class:`~townsquare.answer.personas.UnknownPersona`, :class:`UnknownModel`,
@@ -50,14 +60,16 @@ Errors raised before any event: :class:`ConversationNotFound`,
 
 Degraded answers: when the LLM raises
 :class:`~townsquare.llm.base.LLMUnavailable` before producing text, the
-engine still answers, search-only: no generated text, the most relevant posts
-listed and cited, ``degraded=True`` and ``retry_after`` set, so a saturated
-or crashed model server never turns into an error page.
+engine still answers, search-only: no generated text, the posts composed
+(quoted without links or markup, cited), ``degraded=True`` and
+``retry_after`` set, so a saturated or crashed model server never turns into
+an error page.
 
-Pipeline: policy check -> query understanding (time phrases, @/#, follow-up
-rewriting) -> hybrid retrieval (relevance x recency) -> prompt (budgeted,
-posts newest first as quoted untrusted data) -> streaming generation through
-:class:`~townsquare.answer.citations.CitationStream` -> citations -> persist.
+Pipeline: language -> policy check -> query understanding (time phrases, @/#,
+follow-up rewriting) -> hybrid retrieval (relevance x recency) -> prompt
+(budgeted, posts newest first as quoted untrusted data, "Answer in French.")
+-> generation or composition -> verification gate (sentence by sentence) ->
+citations -> persist.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from townsquare.answer.citations import _numbers
+from townsquare.answer.citations import marker_numbers
 from townsquare.answer.language import describe_age
 from townsquare.answer.policy import IMAGE_REDACTED, REDACTED, neutralize_post
 from townsquare.answer.prompt import PromptPost
@@ -358,7 +358,7 @@ def split_sentences(buf: str, final: bool = False) -> tuple[list[str], str]:
             if close == -1:
                 waiting = not final
                 break
-            if _numbers(buf[j + 1 : close]) is None:
+            if marker_numbers(buf[j + 1 : close]) is None:
                 break
             end = close + 1
             j = end
@@ -382,7 +382,7 @@ def parse_markers(sentence: str, valid: set[int]) -> tuple[str, list[int], int]:
 
     def repl(m: re.Match[str]) -> str:
         nonlocal bad
-        nums = _numbers(m.group(1))
+        nums = marker_numbers(m.group(1))
         if nums is None:
             return m.group(0)
         for n in nums:
