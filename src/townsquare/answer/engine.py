@@ -89,6 +89,7 @@ from townsquare.answer.personas import Persona, Personas
 from townsquare.answer.policy import Policy
 from townsquare.answer.prompt import build_prompt
 from townsquare.answer.query import QueryPlan, SearchMode, understand
+from townsquare.answer.sanitize import clean_text
 from townsquare.answer.verify import Gate, Verification
 from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
 from townsquare.model import Post, iso
@@ -289,8 +290,8 @@ class AnswerEngine:
 
         decision = self.policy.check(question)
         if not decision.allowed:
-            text = (language.text("self_harm", lang) if decision.category == "self_harm"
-                    else persona.declined_text(lang))
+            text = clean_text(language.text("self_harm", lang)
+                              if decision.category == "self_harm" else persona.declined_text(lang))
             yield Delta(text)
             yield Final(await turn.finish(text, [], declined=decision.category))
             return
@@ -310,7 +311,7 @@ class AnswerEngine:
                 posts = _merge(trend_posts, posts, max(1, request.max_search_results))
         turn.timings["retrieval_s"] = time.perf_counter() - started
         if plan.retrieve and not posts:
-            text = persona.no_results_text(plan.window, lang)
+            text = clean_text(persona.no_results_text(plan.window, lang))  # a user persona's
             yield Delta(text)
             yield Final(await turn.finish(text, []))
             return

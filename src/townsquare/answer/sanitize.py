@@ -45,8 +45,9 @@ _TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>|<!--.*?-->|<![^>]*>", re.
 #: An unfinished tag at the end of a text (``<iframe src=...`` cut off).
 _OPEN_TAG = re.compile(r"<[A-Za-z/!][^<>]*$")
 _CSS_URL = re.compile(r"\burl\s*\([^)]*\)?", re.IGNORECASE)
+#: A scheme glued to a word ("clickjavascript:...") is still one to a lax renderer.
 _URL = re.compile(
-    r"(?:\b(?:https?|ftp|file|data|javascript|vbscript|blob):|\bwww\.)[^\s<>\"'«»“”]*",
+    r"(?:(?:https?|ftp|file|data|javascript|vbscript|blob):(?=\S)|\bwww\.)[^\s<>\"'«»“”]*",
     re.IGNORECASE,
 )
 #: Bare domains with a path (``evil.example/leak?q=``): still a URL to a renderer.
@@ -54,7 +55,21 @@ _DOMAIN_PATH = re.compile(r"\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,12}/[^\s<>\"'«»“�
 
 
 def clean_text(text: str) -> str:
-    """``text`` without URLs, images, links, HTML or CSS that a client would fetch."""
+    """``text`` without URLs, images, links, HTML or CSS that a client would fetch.
+
+    Repeated until nothing changes: removing one piece must not assemble another
+    (``[1]<a href=…>(x)`` would otherwise leave a markdown link ``[1](x)``).
+    """
+    out = text
+    for _ in range(8):
+        cleaner = _clean_once(out)
+        if cleaner == out:
+            break
+        out = cleaner
+    return out
+
+
+def _clean_once(text: str) -> str:
     out = _REF_DEF.sub("", text)
     out = _MD_IMAGE.sub("", out)
     out = _MD_LINK.sub(lambda m: m.group(1), out)
