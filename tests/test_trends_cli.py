@@ -70,20 +70,21 @@ def test_trends_summarize_writes_cited_summaries_in_a_persona(
     script = tmp_path / "llm.json"
     monkeypatch.setenv(SCRIPT_ENV, str(script))
 
-    script.write_text(json.dumps(["A total eclipse was seen over Lyon [1]."]))
+    # (Every sentence is verified against the posts it cites: the script says what they say.)
+    script.write_text(json.dumps(["A total eclipse over Lyon [1]."]))
     code, out = run("trends", "--at", iso(AT), "--summarize", "--json")
     assert code == 0, out
     story = json.loads(out)["stories"][0]
-    assert story["summary"] == "A total eclipse was seen over Lyon [1]."
+    assert story["summary"] == "A total eclipse over Lyon [1]."
     assert story["summary_mode"] == "regular"
     [cite] = story["citations"]
     assert cite["n"] == 1 and cite["id"].startswith("jsonl:eclipse")
     assert "#Eclipse" in cite["text"]
 
-    script.write_text(json.dumps(["The sun took the afternoon off in Lyon [1]."]))
+    script.write_text(json.dumps(["Total eclipse over Lyon, and it is incroyable [1]."]))
     code, out = run("trends", "--at", iso(AT), "--summarize", "--mode", "fun", "-n", "3")
     assert code == 0, out
-    assert "The sun took the afternoon off in Lyon [1]." in out
+    assert "Total eclipse over Lyon, and it is incroyable [1]." in out
     assert "[1] @sky" in out and "Total #Eclipse over Lyon" in out
 
     result = CliRunner().invoke(main, ["trends", "--summarize", "--mode", "grumpy"])
