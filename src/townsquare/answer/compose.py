@@ -56,7 +56,7 @@ FRAMES: dict[tuple[str, str], dict[str, list[str]]] = {
     },
     ("en", "fun"): {
         "lead": ["Hot off the timeline, {who} {age}: {q}"],
-        "changed": ["Plot twist: {age}, {who} was posting {q}"],
+        "changed": ["Rewind to {age}: {who} was posting {q}"],
         "other": ["Meanwhile {who} chimes in: {q}", "{who}, for the record: {q}",
                   "And {who} piles on: {q}"],
     },
@@ -67,7 +67,7 @@ FRAMES: dict[tuple[str, str], dict[str, list[str]]] = {
     },
     ("fr", "fun"): {
         "lead": ["Tout chaud, {who} {age} : {q}"],
-        "changed": ["Rebondissement : {age}, {who} écrivait {q}"],
+        "changed": ["Retour en arrière, {age} : {who} écrivait {q}"],
         "other": ["Pendant ce temps, {who} renchérit : {q}", "{who}, pour mémoire : {q}",
                   "Et {who} en rajoute : {q}"],
     },

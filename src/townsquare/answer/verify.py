@@ -59,7 +59,7 @@ FRAMING = frozenset(
     dernier derniere derniers dernieres recent recents plus tot auparavant ensuite ajoute ajoutent
     ecrit ecrivait ecrivent publie publiait selon message messages compte comptes rapporte note
     pendant temps instant heure heures minute minutes jour jours
-    meanwhile plot twist hot off fresh chimes chime piles pile spicy drama breaking
+    meanwhile rewind hot off fresh chimes chime piles pile spicy drama breaking retour arriere
     tout chaud rebondissement attention renchérit rajoute memoire pour record posting
     """.split()
 )
