@@ -228,3 +228,20 @@ def test_a_story_never_merges_unrelated_topics() -> None:
     assert cup[0].id != rail[0].id, cup[0].features
     assert not {"t:strike", "p:rail strike", "t:rail"} & set(cup[0].features)
     assert not {"t:cup", "p:cup final", "e:lyon"} & set(rail[0].features)
+
+
+def test_the_bundled_demo_keeps_the_cup_final_and_the_rail_strike_apart() -> None:
+    from townsquare.service.demo import sample_posts
+
+    engine = TrendEngine()
+    posts = sample_posts()
+    for p in posts:
+        engine.add(p)
+    end = max(p.created_at for p in posts) + timedelta(minutes=1)
+    engine.detector.advance(end)
+    stories = engine.stories("24h", now=end)
+    assert any("t:strike" in s.features for s in stories), [s.features for s in stories]
+    for s in stories:
+        # The city's name is in both stories' posts; the two topics never share a story.
+        assert not ({"t:strike", "t:train", "t:trains"} & set(s.features)
+                    and {"t:final", "t:cup", "p:cup final"} & set(s.features)), s.features
