@@ -30,6 +30,7 @@ which renumbers the markers and checks every sentence.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,8 +63,8 @@ FRAMES: dict[tuple[str, str], dict[str, list[str]]] = {
     },
     ("fr", "regular"): {
         "lead": ["Le plus récent, de {who} {age} : {q}"],
-        "changed": ["Auparavant, {who} écrivait {age} : {q}"],
-        "other": ["{who} ajoute : {q}", "{who} écrit : {q}", "{who} a publié {age} : {q}"],
+        "changed": ["Avant, {who} a écrit {age} : {q}"],
+        "other": ["{who} écrit : {q}", "{who} rapporte : {q}", "{who} a écrit {age} : {q}"],
     },
     ("fr", "fun"): {
         "lead": ["Tout chaud, {who} {age} : {q}"],
@@ -94,17 +95,26 @@ def best_quote(text: str, question_stems: set[str]) -> tuple[str, float]:
     """The post sentence that best answers the question, verbatim, and its overlap."""
     clean = clean_post_text(text)
     sentences, _ = split_sentences(clean, final=True)
-    best, best_score = "", -1.0
+    best, best_score, best_i = "", -1.0, -1
+    sentences = [x.strip() for x in sentences]
     for i, s in enumerate(sentences):
-        s = s.strip()
         words = s.split()
         if not re.search(r"[^\W\d_]{2,}", s) or all(w[:1] in "@#" for w in words):
             continue
         overlap = len(content_stems(s) & question_stems)
         score = overlap - 0.01 * i  # earlier sentences win ties: posts lead with the news
         if score > best_score:
-            best, best_score = s, score
+            best, best_score, best_i = s, score, i
+    # A short post is quoted whole (its next sentences often hold the figure).
+    for nxt in sentences[best_i + 1 :] if best_i >= 0 else []:
+        if len(best.split()) + len(nxt.split()) > MAX_QUOTE_WORDS or not nxt:
+            break
+        best = f"{best} {nxt}"
     best = re.sub(r"[«»“”\"„]", "", best).strip()
+    # Addressing around a post's words is not what it says: "@united AND my luggage is
+    # lost @bob" is quoted "AND my luggage is lost" (still verbatim; hashtags stay).
+    best = re.sub(r"^(?:@[\w.\-]+[\s,:;-]*)+", "", best)
+    best = re.sub(r"(?:[\s,;:-]*@[\w.\-]+)+[\s.!?]*$", "", best).strip()
     words = best.split()
     if len(words) > MAX_QUOTE_WORDS:
         best = " ".join(words[:MAX_QUOTE_WORDS]).rstrip(",;:") + "…"
@@ -123,22 +133,46 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
+def _author_stems(pp: PromptPost) -> set[str]:
+    return content_stems(f"{pp.post.author} {pp.post.author_name or ''}".replace("_", " "))
+
+
 def _groups(posts: Sequence[PromptPost], question_stems: set[str]) -> list[_Group]:
+    """Posts merged with their near-duplicates, newest first, scored for relevance.
+
+    Relevance weighs each question word by how rare it is among these posts (a
+    word every retrieved post shares, the storm's name, says little; "power"
+    in a question about power cuts says a lot), counting the author's name too
+    ("what does Sophie Renard say").
+    """
+    texts = {pp.n: content_stems(clean_post_text(pp.post.text)) for pp in posts}
+    seen = {pp.n: texts[pp.n] | _author_stems(pp) for pp in posts}
+    df = {q: sum(1 for st in seen.values() if q in st) for q in question_stems}
+    weight = {q: math.log(1 + len(posts) / df[q]) for q in question_stems if df[q]}
     groups: list[_Group] = []
     for pp in sorted(posts, key=lambda p: p.n):  # newest first
-        quote, overlap = best_quote(pp.post.text, question_stems)
+        quote, _overlap = best_quote(pp.post.text, question_stems)
         if not quote:
             continue
-        stems = content_stems(clean_post_text(pp.post.text))
+        relevance = sum(weight.get(q, 0.0) for q in seen[pp.n] & question_stems)
+        stems = texts[pp.n]
         for g in groups:
             if _jaccard(stems, g.stems) >= SAME_POST:
                 g.posts.append(pp)
                 g.numbers.append(pp.n)
+                g.relevance = max(g.relevance, relevance)
                 break
         else:
-            groups.append(_Group([pp], stems, quote, overlap, [pp.n]))
+            groups.append(_Group([pp], stems, quote, relevance, [pp.n]))
     relevant = [g for g in groups if g.relevance > 0]
     return relevant if relevant else groups
+
+
+def _lead(groups: list[_Group]) -> _Group:
+    """The newest of the posts that answer the question best (not merely mention it)."""
+    top = max(g.relevance for g in groups)
+    strong = [g for g in groups if g.relevance >= 0.75 * top] or groups
+    return min(strong, key=lambda g: g.numbers[0])
 
 
 def compose(
@@ -156,7 +190,8 @@ def compose(
     groups = _groups(posts, qstems)
     if not groups:
         return ""
-    lead, rest = groups[0], groups[1:]
+    lead = _lead(groups)
+    rest = [g for g in groups if g is not lead]
     # What changed: the nearest older post on the lead's topic.
     changed = None
     best_shared = 0

@@ -44,6 +44,9 @@ _AUTOLINK = re.compile(r"<(?:https?|ftp|mailto|data|javascript):[^>]*>", re.IGNO
 _TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>|<!--.*?-->|<![^>]*>", re.DOTALL)
 #: An unfinished tag at the end of a text (``<iframe src=...`` cut off).
 _OPEN_TAG = re.compile(r"<[A-Za-z/!][^<>]*$")
+_ENCODED_TAG = re.compile(
+    r"(?:&lt;|&#0*60;|&#x0*3c;)/?[A-Za-z!].*?(?:&gt;|&#0*62;|&#x0*3e;|$)", re.IGNORECASE
+)
 _CSS_URL = re.compile(r"\burl\s*\([^)]*\)?", re.IGNORECASE)
 #: A scheme glued to a word ("clickjavascript:...") is still one to a lax renderer.
 _URL = re.compile(
@@ -78,10 +81,12 @@ def _clean_once(text: str) -> str:
     out = _AUTOLINK.sub("", out)
     out = _TAG.sub("", out)
     out = _OPEN_TAG.sub("", out)
-    # Entities could spell a tag again once a client decodes them: decode, then strip.
+    # Entities could spell a tag or a link again once a client decodes them: such
+    # encoded markup goes; other entities (a tweet's "&amp;") stay, verbatim.
     if "&" in out:
+        out = _ENCODED_TAG.sub("", out)
         decoded = html.unescape(out)
-        if decoded != out:
+        if _TAG.search(decoded) or _URL.search(decoded) or _OPEN_TAG.search(decoded):
             out = _TAG.sub("", _BLOCK.sub("", decoded)).replace("<", "‹").replace(">", "›")
     out = _CSS_URL.sub("", out)
     out = _URL.sub("", out)
