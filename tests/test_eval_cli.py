@@ -23,8 +23,9 @@ SLICE = "storm-hoax,cloud-over,cloud-cause-fr"
 
 
 def run(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (progress lines go to stderr)."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 @pytest.fixture

@@ -22,8 +22,13 @@ POSTS = [
 NAMES = {"jsonl:renard": "Sophie Renard", "jsonl:deal": "Le Monde Live"}
 
 
+AS_OF = "2026-12-03T09:00:00Z"
+for _i, _post in enumerate(POSTS):
+    _post["created_at"] = f"2026-12-03T0{6 + _i}:00:00Z"  # 3 h, 2 h and 1 h before AS_OF
+
+
 def answer(text: str, **kw: Any) -> dict[str, Any]:
-    return {"answer": text, "citations": POSTS, "declined": None, **kw}
+    return {"answer": text, "citations": POSTS, "declined": None, "as_of": AS_OF, **kw}
 
 
 def score(text: str, expect: Expectation | None = None, **kw: Any) -> Any:
@@ -82,6 +87,11 @@ def test_a_verbatim_quote_by_its_author_passes() -> None:
     assert (len(s.quotes), s.altered, s.misattributed) == (1, 0, 0)
 
 
+def test_a_marker_inside_the_quotation_marks_is_not_quoted_text() -> None:
+    s = score('Sophie Renard: "C\'est une victoire pour tous les cheminots [2]."')
+    assert (len(s.quotes), s.altered, s.misattributed) == (1, 0, 0)
+
+
 def test_an_altered_quote_fails() -> None:
     s = score('Sophie Renard: "C\'est une grande victoire pour les cheminots" [2].')
     assert (s.altered, s.misattributed) == (1, 0)
@@ -93,6 +103,17 @@ def test_a_misattributed_quote_fails() -> None:
     assert (s.altered, s.misattributed) == (0, 1)
     s = score('@lemonde_live wrote "C\'est une victoire pour tous les cheminots" [1][2].')
     assert s.misattributed == 1
+
+
+def test_a_composed_quote_with_the_post_age_is_one_supported_sentence() -> None:
+    s = score("@lemonde_live (il y a 3 h) : « Accord trouvé entre la direction de la SNCF et "
+              "les syndicats : hausse de salaire de 4,5 %. Le préavis de grève est levé. » [1]")
+    assert [x.supported for x in s.sentences] == [True]
+    assert (len(s.quotes), s.altered, s.misattributed) == (1, 0, 0)
+    wrong_age = score("@bzh_news, 5 hours ago: 45,000 homes are still without electricity [3].")
+    assert wrong_age.supported == 0
+    assert any(r.startswith("age") for r in wrong_age.sentences[0].reasons)
+    assert score("@bzh_news, 1 hour ago: 45,000 homes still without electricity [3].").supported
 
 
 def test_scare_quotes_are_not_quotes() -> None:
@@ -149,6 +170,9 @@ def test_newest_relevant_post_must_be_cited_first() -> None:
         ("One. [1] Two [2].", ["One. [1]", "Two [2]."]),
         ("It rose to 3.5 points [1]. Then fell!", ["It rose to 3.5 points [1].", "Then fell!"]),
         ("- item one [1]\n- item two [2]", ["- item one [1]", "- item two [2]"]),
+        ("1. First [1]. 2. Second [2].", ["1. First [1].", "2. Second [2]."]),
+        ('X wrote: "A deal. Trains run." [1] Next.', ['X wrote: "A deal. Trains run." [1]',
+                                                    "Next."]),
     ],
 )
 def test_sentences_keep_their_markers(text: str, expected: list[str]) -> None:

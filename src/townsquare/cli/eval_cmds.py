@@ -109,11 +109,8 @@ def eval_cmd(
         raise click.ClickException(str(exc)) from None
     if not sets:
         raise click.ClickException("no questions to ask")
-    quiet = as_json
-
-    def progress(line: str) -> None:
-        if not quiet:
-            click.secho(line, dim=True, err=True)
+    def progress(line: str) -> None:  # stderr: --json's stdout stays one document
+        click.secho(line, dim=True, err=True)
 
     try:
         run = run_eval(settings, sets, mode=mode, max_results=max_results, progress=progress)

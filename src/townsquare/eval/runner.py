@@ -9,8 +9,10 @@ post times (set relative to the start of the run) read as fresh.
 
 Times are measured here, outside the engine: time to first token is the wait
 from asking to the first non-empty streamed text, total is until the final
-answer. Scoring (:mod:`townsquare.eval.score`) reads only the answer's public
-JSON, ``Answer.to_dict()``.
+answer. An in-process model (``local``) is loaded before the first question,
+so its load time is not counted as that question's. Scoring
+(:mod:`townsquare.eval.score`) reads only the answer's public JSON,
+``Answer.to_dict()``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ async def _run(
                     if llm is None:
                         llm = runtime.llm()
                         run.model = llm.model_id
+                        load = getattr(llm, "load", None)  # in-process models: load first,
+                        if callable(load):  # so the first question's time is not the load's
+                            progress(f"loading {llm.model_id}")
+                            await asyncio.to_thread(load)
                     progress(f"{qset.name}: ingesting {len(qset.records):,} posts")
                     await asyncio.to_thread(ingest, runtime, qset)
                     engine = AnswerEngine(

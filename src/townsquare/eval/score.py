@@ -10,7 +10,8 @@ Input is an answer in the public JSON shape (``Answer.to_dict()``, i.e.
   and framing words removed, lightly stemmed: :mod:`townsquare.eval.text`),
   (2) every figure in it and (3) every name in it (@handles, #tags,
   capitalised words not starting a clause, acronyms; a name may also be the
-  cited post's author or display name). A sentence without a citation is
+  cited post's author or display name). A stated post age ("45 min ago") is
+  checked against the cited posts' times instead. A sentence without a citation is
   unsupported unless it is a fixed text (:data:`FIXED_TEXTS`: no results,
   declined, search-only); a declined answer is all fixed text. Fixed
   sentences are counted apart and left out of the share.
@@ -40,10 +41,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from townsquare.eval import text as tx
 from townsquare.eval.lang import detect_language
+from townsquare.timeutil import parse_time
 
 #: Share of a sentence's content words its cited posts must contain.
 SUPPORT_THRESHOLD = 0.8
@@ -93,6 +96,8 @@ class CitedPost:
     author: str
     text: str
     author_name: str = ""
+    #: Seconds between the post and the answer's ``as_of`` (None: unknown).
+    age_s: float | None = None
 
     @property
     def folded(self) -> str:
@@ -166,11 +171,21 @@ class AnswerScore:
 def cited_posts(answer: Mapping[str, Any], names: Mapping[str, str]) -> dict[int, CitedPost]:
     """The answer's citations by number (``names``: post id -> author display name)."""
     out: dict[int, CitedPost] = {}
+    as_of = _time(answer.get("as_of"))
     for c in answer.get("citations") or []:
         pid = str(c.get("id", ""))
+        created = _time(c.get("created_at"))
+        age = (as_of - created).total_seconds() if as_of and created else None
         out[int(c["n"])] = CitedPost(pid, str(c.get("author", "")), str(c.get("text", "")),
-                                     names.get(pid, "") or str(c.get("author_name") or ""))
+                                     names.get(pid, "") or str(c.get("author_name") or ""), age)
     return out
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_time(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def score_answer(
@@ -224,9 +239,19 @@ def _sentence(
 
 
 def support_failures(sentence: str, sources: Sequence[CitedPost]) -> list[str]:
-    """Why ``sentence`` is not supported by ``sources`` (empty: it is)."""
+    """Why ``sentence`` is not supported by ``sources`` (empty: it is).
+
+    A post's age ("45 min ago", "il y a 2 h") is checked against the cited
+    posts' times (within half the actual age, two minutes at least) rather
+    than against their text, then left out of the word and figure checks.
+    """
     reasons: list[str] = []
-    words = tx.content_words(sentence)
+    for phrase, stated in tx.ages(sentence):
+        known = [p.age_s for p in sources if p.age_s is not None]
+        if known and not any(abs(stated - a) <= max(0.5 * a, 120.0) for a in known):
+            reasons.append(f"age '{phrase}'")
+    claim = tx.without_ages(sentence)
+    words = tx.content_words(claim)
     post_words: set[str] = set()
     post_figures: set[str] = set()
     for p in sources:
@@ -237,7 +262,7 @@ def support_failures(sentence: str, sources: Sequence[CitedPost]) -> list[str]:
         if shared < SUPPORT_THRESHOLD * len(words):
             missing = sorted(words - post_words)
             reasons.append(f"words {shared}/{len(words)} (missing: {', '.join(missing[:6])})")
-    for figure in sorted(tx.figures(sentence) - post_figures):
+    for figure in sorted(tx.figures(claim) - post_figures):
         reasons.append(f"figure {figure}")
     folded = " ".join(p.folded for p in sources)
     for name in tx.names(sentence):
@@ -267,7 +292,9 @@ def _quote_norm(text: str) -> str:
 
 
 def _quote(sentence: str, quote: str, sources: Sequence[CitedPost]) -> QuoteScore:
-    fragments = [f.strip(" .,;:!?-'\"") for f in re.split(r"\.\.\.|…|\[\.\.\.\]", quote)]
+    # A citation marker the writer put inside the quotation marks is not quoted text.
+    bare = tx.strip_markers(quote)
+    fragments = [f.strip(" .,;:!?-'\"") for f in re.split(r"\.\.\.|…|\[\.\.\.\]", bare)]
     fragments = [_quote_norm(f) for f in fragments if len(tx.words(f)) >= 1]
     holders = [p for p in sources
                if fragments and all(f in _quote_norm(p.text) for f in fragments)]

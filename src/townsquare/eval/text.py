@@ -204,20 +204,32 @@ def normalize_figures(text: str) -> str:
 
 
 _SENTENCE_END_RE = re.compile(
-    r"([.!?…]+[\"»”’')\]]*(?:\s*\[\s*\d{1,3}(?:\s*[,;]\s*\d{1,3})*\s*\])*)(?:\s+|$)"
+    r"([.!?…]+(?:[\"’')\]]|\s*[»”])*(?:\s*\[\s*\d{1,3}(?:\s*[,;]\s*\d{1,3})*\s*\])*)(?:\s+|$)"
 )
+_LIST_NUMBER_RE = re.compile(r"^\d{1,3}[.)]$")
+#: Quoted spans (straight, curly, French guillemets): sentences are not split inside them.
+QUOTE_SPAN_RE = re.compile(r"\"[^\"\n]+\"|“[^”\n]+”|«[^»\n]+»|„[^“”\n]+[“”]")
 
 
 def sentences(text: str) -> list[str]:
-    """Sentences and list items; markers after a full stop stay with their sentence."""
+    """Sentences and list items; markers after a full stop stay with their sentence.
+
+    A full stop inside a quotation does not end the sentence that quotes it
+    (``X wrote: "A deal. Trains run." [1]`` is one sentence, cited).
+    """
     out: list[str] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
+        quoted = [(m.start(), m.end()) for m in QUOTE_SPAN_RE.finditer(line)]
         start = 0
         for m in _SENTENCE_END_RE.finditer(line):
             end = m.end(1)
+            if any(a < m.start(1) and end < b for a, b in quoted):
+                continue  # a stop inside a quote, before its closing mark
+            if _LIST_NUMBER_RE.match(line[start:end].strip()):
+                continue  # "1. First item": the number belongs to its item
             piece = line[start:end].strip()
             # "3.5", "U.S." and "e.g." never reach here: a stop needs a space after it.
             if piece:
@@ -227,6 +239,29 @@ def sentences(text: str) -> list[str]:
         if rest:
             out.append(rest)
     return [s for s in out if re.search(r"\w", strip_markers(s))]
+
+
+_AGE_RE = re.compile(
+    r"(?:il y a|depuis)\s+(\d+|une?)\s*(secondes?|sec|s|minutes?|min|mn|heures?|h|jours?|j)\b"
+    r"|(\d+|an?|one)\s*(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d)\s+ago\b"
+)
+_AGE_UNITS = {"s": 1, "se": 1, "m": 60, "mi": 60, "mn": 60, "h": 3600, "j": 86400, "d": 86400}
+
+
+def ages(text: str) -> list[tuple[str, float]]:
+    """Post ages a text states ("45 min ago", "il y a 2 heures"), as (phrase, seconds)."""
+    out: list[tuple[str, float]] = []
+    for m in _AGE_RE.finditer(fold(text)):
+        count, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        n = 1.0 if not count.isdigit() else float(count)
+        scale = _AGE_UNITS.get(unit[:2]) or _AGE_UNITS.get(unit[0], 1)
+        out.append((m.group(0), n * scale))
+    return out
+
+
+def without_ages(text: str) -> str:
+    """``text`` (folded) with its post-age phrases removed."""
+    return _AGE_RE.sub(" ", fold(text))
 
 
 def cited_numbers(sentence: str) -> list[int]:
