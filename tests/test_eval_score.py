@@ -70,6 +70,8 @@ def test_a_sentence_without_citation_is_unsupported_unless_fixed_text() -> None:
     s = score("The strike is over. Nothing about that in the last hour yet.")
     assert s.scored == 1 and s.supported == 0
     assert [x.fixed for x in s.sentences] == [False, True]
+    for fixed in ("Je n'ai trouvé aucun message à ce sujet.", "I couldn't find any posts."):
+        assert score(fixed).sentences[0].fixed, fixed
     declined = score("That's not something I'll help with.", declined="violence")
     assert declined.scored == 0
 
@@ -154,6 +156,8 @@ def test_forbidden_claims_count_only_when_asserted() -> None:
     assert score("Rien n'indique un hoax [3].", expect).forbidden_asserted == []
     assert score("The storm was a hoax [3].", expect).forbidden_asserted == ["hoax"]
     assert score("The strike continues [1].", expect).forbidden_asserted == ["strike continues"]
+    assert score("There is no deal yet [1].", Expectation(forbidden=["no deal"])
+                 ).forbidden_asserted == ["no deal"]
 
 
 def test_newest_relevant_post_must_be_cited_first() -> None:

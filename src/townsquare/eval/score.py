@@ -26,7 +26,8 @@ Input is an answer in the public JSON shape (``Answer.to_dict()``, i.e.
   the same word in English and French); it is found when one alternative
   occurs in the answer (folded, figures in canonical form, on word bounds).
 - **Forbidden claims.** A forbidden phrase counts when a sentence contains it
-  without a negation ("not", "no", "ne … pas", "aucun", "jamais"...).
+  without a negation elsewhere in that sentence ("not", "no", "ne … pas",
+  "aucun", "jamais"...): "no post calls it a hoax" does not assert "hoax".
 - **Latest.** On a "latest" question the first post the answer cites must be
   one of the newest relevant posts the set names.
 - **Language.** The answer's text (markers, quotes, links, handles removed)
@@ -56,8 +57,10 @@ FIXED_TEXTS = (
     r"not something i'?ll help", r"^search-only", r"^most relevant posts",
     r"language model is unavailable", r"model returned no answer", r"^i looked everywhere",
     r"timeline is suspiciously quiet", r"^nothing to report",
-    r"^(je n'ai )?rien (trouve|sur|a ce sujet|de neuf)",
-    r"^aucun(e)? (post|message|publication|resultat)",
+    r"(could ?n[o']t|can ?n[o']t|did ?n[o']t) find (any |anything|relevant |recent )",
+    r"found no (posts?|results?|messages?)",
+    r"^(je n'ai )?rien (trouve|sur|a ce sujet|de neuf)", r"je n'ai (rien )?trouve",
+    r"aucun(e)? (post|message|publication|resultat)",
     r"^je ne (peux|vais) pas", r"^ce n'est pas quelque chose", r"^reponse de recherche seule",
     r"^(les )?(posts?|messages?|publications?) les plus pertinent",
 )
@@ -333,10 +336,13 @@ def asserted(text: str, forbidden: Sequence[str]) -> list[str]:
     """Forbidden phrases a sentence of ``text`` states without negating them."""
     out: list[str] = []
     for phrase in forbidden:
+        needle = tx.normalize_figures(phrase)
         for sentence in tx.sentences(text):
             folded = tx.normalize_figures(sentence)
-            if tx.contains_phrase(folded, tx.normalize_figures(phrase)) and not \
-                    _NEGATION_RE.search(folded):
+            # The negation is looked for outside the phrase: "no deal" is asserted as is.
+            if tx.contains_phrase(folded, needle) and not _NEGATION_RE.search(
+                folded.replace(needle, " ")
+            ):
                 out.append(phrase)
                 break
     return out

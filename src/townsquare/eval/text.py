@@ -56,6 +56,7 @@ states stated announce announces announced confirm confirms confirmed
 dit disent ecrit ecrivent annonce annoncent indique indiquent rapporte affirme affirment
 selon message messages publication publications dernier derniere derniers dernieres
 nouveau nouvelle nouvelles actualite compte comptes
+meanwhile however whereas summary cependant toutefois pendant depuis resume
 """.split()
 STOP = frozenset(_STOP_EN + _STOP_FR)
 FRAMING = frozenset(_FRAMING)
