@@ -93,6 +93,14 @@ def test_eval_prints_a_table_with_totals() -> None:
     assert "UNSUPPORTED" in out or "Mars" not in out
 
 
+@pytest.mark.usefixtures("scripted")
+def test_a_follow_up_is_asked_in_the_conversation_it_follows() -> None:
+    data = eval_json("--only", "strike-pay-fr")  # brings the question it follows
+    first, follow = data["results"]
+    assert (first["id"], follow["id"]) == ("strike-latest", "strike-pay-fr")
+    assert first["conversation_id"] and follow["conversation_id"] == first["conversation_id"]
+
+
 def test_eval_refuses_bad_arguments(tmp_path: Path) -> None:
     code, out = run("eval", "--llm", "fake", "--no-tweets", "--only", "nope")
     assert code == 2 and "no question nope" in out
@@ -104,6 +112,9 @@ def test_eval_refuses_bad_arguments(tmp_path: Path) -> None:
     bad.write_text('{"questions": [{"id": "q"}]}', encoding="utf-8")
     code, out = run("eval", "--llm", "fake", "--no-tweets", "--set", str(bad))
     assert code == 1 and "needs an id and a question" in out
+    bad.write_text('{"questions": [{"id": "a", "question": "?", "follows": "b"}]}')
+    code, out = run("eval", "--llm", "fake", "--no-tweets", "--set", str(bad))
+    assert code == 1 and "not an earlier question" in out
 
 
 def write_tweets(path: Path) -> Path:

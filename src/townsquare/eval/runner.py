@@ -56,7 +56,8 @@ class Result:
             "citations": [{k: c.get(k) for k in ("n", "id", "author", "cited")}
                           for c in self.answer.get("citations") or []],
             "declined": self.answer.get("declined"), "degraded": self.answer.get("degraded"),
-            "model": self.answer.get("model"), "error": self.error,
+            "model": self.answer.get("model"),
+            "conversation_id": self.answer.get("conversation_id"), "error": self.error,
             "score": self.score.to_dict(),
         }
 
