@@ -47,6 +47,13 @@ def test_figures_match_across_notations() -> None:
     assert figures("45 000 foyers, 3,5 %, 12,000 homes") == {"45000", "3.5", "12000"}
 
 
+def test_item_numbers_are_not_figures() -> None:
+    s = score("1. 45,000 homes in Brittany are still without electricity [3].\n"
+              "7. Hausse de salaire de 4,5 % [1].")
+    assert (s.supported, s.scored) == (2, 2), [x.reasons for x in s.sentences]
+    assert score("7. Nothing [1].", Expectation(gold=[["7"]])).facts_found == 0
+
+
 def test_a_wrong_figure_fails() -> None:
     s = score("120,000 homes in Brittany are still without electricity [3].")
     assert s.supported == 0

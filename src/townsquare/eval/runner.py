@@ -59,6 +59,8 @@ class Result:
             "model": self.answer.get("model"),
             "conversation_id": self.answer.get("conversation_id"), "error": self.error,
             "score": self.score.to_dict(),
+            #: The engine's whole answer (``Answer.to_dict()``), so a run can be re-scored.
+            "response": self.answer,
         }
 
 

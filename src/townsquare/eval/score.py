@@ -211,7 +211,7 @@ def score_answer(
         for quote in quotes(sentence):
             score.quotes.append(_quote(sentence, quote, sources or cited_any))
     score.repeated = repeated_sentences([s.text for s in score.sentences])
-    haystack = tx.normalize_figures(text)
+    haystack = tx.normalize_figures(tx.strip_list_marks(text))
     for fact in expect.gold:
         score.facts_total += 1
         if any(tx.contains_phrase(haystack, tx.normalize_figures(alt)) for alt in fact):
@@ -253,7 +253,7 @@ def support_failures(sentence: str, sources: Sequence[CitedPost]) -> list[str]:
         known = [p.age_s for p in sources if p.age_s is not None]
         if known and not any(abs(stated - a) <= max(0.5 * a, 120.0) for a in known):
             reasons.append(f"age '{phrase}'")
-    claim = tx.without_ages(sentence)
+    claim = tx.without_ages(tx.strip_list_marks(sentence))
     words = tx.content_words(claim)
     post_words: set[str] = set()
     post_figures: set[str] = set()

@@ -90,6 +90,14 @@ def strip_markers(text: str) -> str:
     return MARKER_RE.sub(" ", text)
 
 
+_LIST_MARK_RE = re.compile(r"^\s*(?:[-*•>]+|\d{1,3}[.)])\s+", re.MULTILINE)
+
+
+def strip_list_marks(text: str) -> str:
+    """``text`` without list bullets, item numbers ("2.") and blockquote marks at line starts."""
+    return _LIST_MARK_RE.sub("", text)
+
+
 def stem(word: str) -> str:
     """Light suffix stripping, English and French: strike/strikes/striking -> strik."""
     if len(word) <= 4:
