@@ -101,6 +101,16 @@ def test_a_follow_up_is_asked_in_the_conversation_it_follows() -> None:
     assert first["conversation_id"] and follow["conversation_id"] == first["conversation_id"]
 
 
+@pytest.mark.usefixtures("scripted")
+def test_a_saved_run_can_be_rescored_without_asking(tmp_path: Path) -> None:
+    first = eval_json("--only", SLICE)
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(first), encoding="utf-8")
+    again = eval_json("--only", SLICE, "--rescore", str(saved))
+    assert again["summary"] == first["summary"]
+    assert [r["answer"] for r in again["results"]] == [r["answer"] for r in first["results"]]
+
+
 def test_eval_refuses_bad_arguments(tmp_path: Path) -> None:
     code, out = run("eval", "--llm", "fake", "--no-tweets", "--only", "nope")
     assert code == 2 and "no question nope" in out

@@ -20,6 +20,7 @@ from townsquare.cli import CliContext, pass_ctx
 from townsquare.config import load_settings
 from townsquare.eval.report import table, to_json
 from townsquare.eval.runner import EvalRun, run_eval
+from townsquare.eval.runner import rescore as rescore_run
 from townsquare.eval.sets import (
     BUILTIN_SETS,
     DEFAULT_TWEETS,
@@ -76,11 +77,14 @@ def _sets(names: tuple[str, ...], tweets: Path | None, no_tweets: bool, only: st
 @click.option("--answers", "show_answers", is_flag=True,
               help="Also print each answer with why its sentences failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole run as JSON.")
+@click.option("--rescore", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Score the answers saved by an earlier --json run again; asks nothing.")
 @pass_ctx
 def eval_cmd(
     cli: CliContext, set_names: tuple[str, ...], tweets: Path | None, no_tweets: bool,
     only: str | None, llm: str | None, openai_base_url: str | None, openai_model: str | None,
     mode: str | None, max_results: int, show_answers: bool, as_json: bool,
+    rescore: Path | None,
 ) -> None:
     """Measure answer quality: supported sentences, quotes, facts, freshness, language, speed.
 
@@ -89,7 +93,8 @@ def eval_cmd(
       townsquare eval                                  # embedded model, built-in sets
       townsquare eval --llm openai --openai-base-url http://127.0.0.1:11434/v1 \\
                       --openai-model qwen2.5:7b-instruct
-      townsquare eval --llm fake --only cloud-over --json
+      townsquare eval --llm fake --only cloud-over --json > run.json
+      townsquare eval --rescore run.json               # score saved answers again
 
     Runs in a temporary store; nothing is written to your data directory.
     """
@@ -113,7 +118,13 @@ def eval_cmd(
         click.secho(line, dim=True, err=True)
 
     try:
-        run = run_eval(settings, sets, mode=mode, max_results=max_results, progress=progress)
+        if rescore is not None:
+            run = rescore_run(json.loads(rescore.read_text(encoding="utf-8")), sets)
+        else:
+            run = run_eval(settings, sets, mode=mode, max_results=max_results,
+                           progress=progress)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{rescore}: not a saved run: {exc}") from None
     except LLMError as exc:
         raise click.ClickException(str(exc)) from None
     run.notes.extend(notes)

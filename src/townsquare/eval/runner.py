@@ -159,3 +159,26 @@ async def _ask_all(
         score = score_answer(answer, q.expect, qset.names, ttft_s=ttft, total_s=total)
         run.results.append(Result(qset.name, q.id, q.text, answer, score, error))
         progress(f"{qset.name}/{q.id}: {total:.1f}s")
+
+
+def rescore(saved: dict[str, Any], sets: list[QuestionSet]) -> EvalRun:
+    """Score the answers of an earlier ``--json`` run again (a changed scorer, no model).
+
+    Each saved result is matched to its question by set name and id; answers
+    whose question is no longer in ``sets`` are left out with a note.
+    """
+    questions = {(qset.name, q.id): (qset, q) for qset in sets for q in qset.questions}
+    run = EvalRun(backend=str(saved.get("backend", "")), model=str(saved.get("model", "")))
+    for item in saved.get("results") or []:
+        key = (str(item.get("set")), str(item.get("id")))
+        if key not in questions or not isinstance(item.get("response"), dict):
+            run.notes.append(f"{key[0]}/{key[1]}: no such question or no saved answer, left out")
+            continue
+        qset, q = questions[key]
+        old = item.get("score") or {}
+        score = score_answer(item["response"], q.expect, qset.names,
+                             ttft_s=old.get("ttft_s"), total_s=old.get("total_s"))
+        run.results.append(Result(qset.name, q.id, q.text, item["response"], score,
+                                  item.get("error")))
+    return run
+
