@@ -63,6 +63,7 @@ posts newest first as quoted untrusted data) -> streaming generation through
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -244,14 +245,18 @@ class AnswerEngine:
         llm = self.llm_for(request.model)
         turn = _Turn(self, request, question, now, conv, persona, llm, started)
 
-        decision = self.policy.check(question)
+        # Policy, query understanding and prompt building are CPU-bound regexes and
+        # tokenizing: in a thread, so a long question never stalls the event loop.
+        decision = await asyncio.to_thread(self.policy.check, question)
         if not decision.allowed:
             text = SELF_HARM_MESSAGE if decision.category == "self_harm" else persona.declined
             yield Delta(text)
             yield Final(await turn.finish(text, [], declined=decision.category))
             return
 
-        plan = understand(question, now, request.filters, history, request.search)
+        plan = await asyncio.to_thread(
+            understand, question, now, request.filters, history, request.search
+        )
         turn.plan = plan
         posts: list[Post] = []
         if plan.retrieve:
@@ -271,10 +276,10 @@ class AnswerEngine:
             yield Final(await turn.finish(text, []))
             return
 
-        prompt = build_prompt(
-            llm, persona, question, posts, now, history,
+        prompt = await asyncio.to_thread(functools.partial(
+            build_prompt, llm, persona, question, posts, now, history,
             max_tokens=request.max_tokens, searched=plan.retrieve,
-        )
+        ))
         turn.timings["prompt_s"] = time.perf_counter() - started - turn.timings["retrieval_s"]
         citations = CitationStream([p.n for p in prompt.posts], Attributor(prompt.posts))
         options = GenerationOptions(max_tokens=request.max_tokens)

@@ -139,15 +139,36 @@ async def get_post(
     return {"object": "post", **post.public_dict()}
 
 
-@router.get("/live", summary="What the sources are doing now")
+def redact_source(status: dict[str, Any], kinds_seen: dict[str, int]) -> dict[str, Any]:
+    """A source as a non-admin key sees it: its kind, never its spec or raw error.
+
+    A spec may carry a token (``mastodon:https://host?access_token=...``) and an
+    exception's text may carry a URL, a path or a credential; only admin keys
+    (``townsquare keys create --admin``) see either.
+    """
+    kind = str(status.get("kind") or "source")
+    kinds_seen[kind] = kinds_seen.get(kind, 0) + 1
+    n = kinds_seen[kind]
+    out = dict(status)
+    out["name"] = kind if n == 1 else f"{kind} {n}"
+    if out.get("last_error"):
+        out["last_error"] = f"{status.get('status', 'failed')} (details for admin keys)"
+    return out
+
+
+@router.get("/live", summary="What the sources are doing now (specs and errors: admin keys)")
 async def live(
-    _: Principal = Depends(get_principal),
+    who: Principal = Depends(get_principal),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     stats = await asyncio.to_thread(services.stats.get)
     statuses = services.supervisor.statuses() if services.supervisor is not None else []
+    kinds: dict[str, int] = {}
+    sources = [
+        s.public() if who.admin else redact_source(s.public(), kinds) for s in statuses
+    ]
     return {
-        "sources": [s.public() for s in statuses],
+        "sources": sources,
         "posts_total": int(stats.get("posts", 0)),
         "as_of": iso(datetime.now(UTC)),
     }
@@ -155,7 +176,7 @@ async def live(
 
 @router.get("/usage", summary="This key's metered usage (per model), and its quota")
 async def usage(
-    month: str | None = Query(None, pattern=r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$",
+    month: str | None = Query(None, pattern=r"^(19[7-9]\d|2\d{3})-(0[1-9]|1[0-2])$",
                               description="YYYY-MM (default: this month, UTC)"),
     who: Principal = Depends(get_principal),
     services: Services = Depends(get_services),

@@ -46,6 +46,26 @@ def parse_model(model: str) -> tuple[str, str | None]:
     raise model_not_found(model)
 
 
+def offered_backends(configured: str, extra: list[str]) -> list[str]:
+    """The LLM backends callers may name: the configured one, then the operator's list."""
+    return list(dict.fromkeys([configured, *extra]))
+
+
+def allowed_backend(
+    backend: str | None, configured: str, extra: list[str], model: str
+) -> str | None:
+    """The ``:<backend>`` a request may use (None: the configured one, unnamed), or 404.
+
+    Naming a backend loads it into the server (a model in memory, or calls to a
+    paid upstream), so a caller may only pick among those the operator listed in
+    ``models``; the configured ``llm`` is always offered.
+    """
+    if backend is None or backend == configured or backend in extra:
+        return backend
+    offered = ", ".join(f"townsquare:{b}" for b in offered_backends(configured, extra))
+    raise model_not_found(model, f"this server offers the backends {offered}")
+
+
 def model_not_found(model: str, detail: str = "") -> ApiError:
     return ApiError(
         404,
