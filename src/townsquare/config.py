@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     #: (empty: only the configured one; a caller can never load another backend).
     models: list[str] = Field(default_factory=list)
     #: Longest chat message accepted, in characters (longer: 400 naming the field).
-    max_message_chars: int = Field(32_000, ge=1)
+    max_message_chars: int = Field(16_000, ge=1)
     #: Seconds a client has to send a request's headers before the server hangs up.
     header_timeout_s: float = Field(10.0, gt=0)
     #: Shared rate limits across replicas: redis://host:6379/0 (empty: per process).
