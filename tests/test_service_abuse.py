@@ -134,6 +134,8 @@ async def test_callers_pick_only_among_the_operators_models() -> None:
             err = error_of(resp)
             assert err["code"] == "model_not_found" and "townsquare:fake" in err["message"]
         assert not set(api.runtime._llms) - {"fake"}  # nothing else was loaded
+        listed = (await api.client.get("/v1/models", headers=h)).json()["data"]
+        assert all(m["backends"] == ["fake"] for m in listed)
         api.runtime.settings.models = ["openai"]
         api.runtime.settings.openai_base_url = "http://127.0.0.1:9/v1"  # nothing listens
         resp = await api.client.post("/v1/chat/completions",

@@ -51,7 +51,8 @@ async def test_source_specs_errors_and_metrics_are_for_admin_keys_only() -> None
         await wait_for(lambda: sup.statuses()[0].last_error is not None)
         seen = (await api.client.get("/v1/live", headers=user)).json()
         (source,) = seen["sources"]
-        assert source["name"] == "jetstream" and source["status"] == "unreachable"
+        assert source["name"] == f"jetstream:ws://127.0.0.1:{port}/subscribe"
+        assert source["status"] == "unreachable"
         assert "SEKRIT" not in json.dumps(seen)
         assert "admin" in source["last_error"] and "127.0.0.1" not in source["last_error"]
         full = (await api.client.get("/v1/live", headers=admin)).json()
@@ -61,3 +62,12 @@ async def test_source_specs_errors_and_metrics_are_for_admin_keys_only() -> None
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_required"
         metrics = await api.client.get("/metrics", headers=admin)
         assert metrics.status_code == 200 and "townsquare_http_requests_total" in metrics.text
+
+
+def test_credentials_are_stripped_from_source_specs() -> None:
+    from townsquare.service.data import strip_credentials
+
+    assert strip_credentials(
+        "mastodon:https://bot:pw@social.example:8443/api/v1/streaming?access_token=T#x"
+    ) == "mastodon:https://social.example:8443/api/v1/streaming"
+    assert strip_credentials("jsonl:/data/posts.jsonl") == "jsonl:/data/posts.jsonl"

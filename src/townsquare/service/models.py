@@ -3,7 +3,7 @@
 ``townsquare`` is the regular persona, ``townsquare-<persona>`` any other
 (the built-in ``fun``, or one in ``<home>/personas``), and an optional
 ``:<backend>`` suffix picks another LLM backend than the configured one
-(``townsquare-fun:openai``).
+(``townsquare-fun:openai``), among those the operator lists in ``models``.
 """
 
 from __future__ import annotations
@@ -81,13 +81,16 @@ async def list_models(
     _: Principal = Depends(get_principal),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
-    personas = personas_in(services.runtime.settings.personas_dir)
+    settings = services.runtime.settings
+    personas = personas_in(settings.personas_dir)
     created = int(services.started)
+    backends = offered_backends(settings.llm, settings.models)
     data = []
     for name in personas.names():
         obj = model_object(model_id(name), created, personas.get(name).description)
         obj["persona"] = name
-        obj["backend"] = services.runtime.settings.llm
+        obj["backend"] = settings.llm
+        obj["backends"] = backends  # what `<model>:<backend>` may name
         data.append(obj)
     return {"object": "list", "data": data}
 
