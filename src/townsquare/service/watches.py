@@ -60,12 +60,8 @@ from townsquare.model import Post
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal
 from townsquare.service.errors import ApiError
-from townsquare.service.webhooks import (
-    DestinationGuard,
-    DestinationRefused,
-    WebhookDispatcher,
-    new_secret,
-)
+from townsquare.service.webhook_guard import DestinationGuard, DestinationRefused
+from townsquare.service.webhooks import WebhookDispatcher, new_secret
 from townsquare.trends.windows import DEFAULT_WINDOWS
 
 if TYPE_CHECKING:
