@@ -59,7 +59,7 @@ QUERIES = [
 FILTERS: list[dict[str, Any]] = [
     {"since": "1d"}, {"since": "3d"}, {}, {"since": "7d", "until": "3d"}, {"langs": ["fr"]},
 ]
-URL_RE = re.compile(r"Open (http://[^/\s]+)/#key=(\S+)")
+URL_RE = re.compile(r"Open (http://[^/\s]+)/")
 CONFIG = """
 [tiers.bench]
 requests_per_minute = 0

@@ -28,7 +28,7 @@ from townsquare.service.deps import Services
 from townsquare.service.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
-URL_RE = re.compile(r"Open (http://[^/\s]+)/#key=(\S+)")
+URL_RE = re.compile(r"Open (http://[^/\s]+)/ ")
 
 #: A tier no test reaches, and one every test can exhaust quickly.
 ROOMY = Tier(requests_per_minute=0, tokens_per_minute=0, concurrent_requests=0,
@@ -180,7 +180,8 @@ def served(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterato
             output.append(line)
             match = URL_RE.search(line)
         assert match is not None, "serve did not print its URL:\n" + "".join(output)
-        base, key = match.group(1), match.group(2)
+        base = match.group(1)
+        key = (home / "web-key").read_text(encoding="utf-8").strip()  # serve never prints it
         while time.monotonic() < deadline:
             try:
                 if httpx.get(base + "/healthz", timeout=2).status_code == 200:

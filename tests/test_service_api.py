@@ -211,7 +211,7 @@ async def test_degraded_answer_when_the_llm_is_unavailable() -> None:
         body = resp.json()
         assert body["degraded"] is True and body["retry_after"] == 7
         assert body["citations"]
-        metrics = (await api.client.get("/metrics", headers=h)).text
+        metrics = (await api.client.get("/metrics", headers=Api.auth(api.key("ops", "admin")))).text
         assert "townsquare_answers_degraded_total 1.0" in metrics
 
 
@@ -259,7 +259,7 @@ async def test_metrics_expose_requests_latency_and_tokens() -> None:
         h = Api.auth(api.key("k"))
         await api.client.post("/v1/search", json={"query": "storm"}, headers=h)
         await api.client.post("/v1/chat/completions", json=chat("storm?"), headers=h)
-        text = (await api.client.get("/metrics", headers=h)).text
+        text = (await api.client.get("/metrics", headers=Api.auth(api.key("ops", "admin")))).text
         assert 'townsquare_http_requests_total{method="POST",route="/v1/search",status="200"}' \
             in text
         assert 'townsquare_http_request_duration_seconds_bucket{le="0.5",route="/v1/search"}' \

@@ -51,9 +51,11 @@ def client(srv: Served, key: str | None = None, **kw: object) -> openai.OpenAI:
 
 def test_the_printed_url_opens_the_web_page(server: tuple[Served, dict[str, str]]) -> None:
     srv, _ = server
-    assert any(f"Open {srv.base}/#key=ts-" in line for line in srv.output)
     key_file = Path(srv.home) / "web-key"
     assert key_file.read_text().strip() == srv.web_key
+    assert any(f"Open {srv.base}/ with the web page's key from {key_file}" in line
+               for line in srv.output)
+    assert not any(srv.web_key in line for line in srv.output)  # the key is never printed
     page = httpx.get(srv.base + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'none'" in page.headers["content-security-policy"]

@@ -78,10 +78,16 @@ async def _status(api: Api, status: int) -> None:
         err = error_of(resp)
         assert err["type"] == "server_error"
         assert "posts_fts" not in err["message"]  # details stay in the server log
-    elif status == 503:
-        api.llm.enqueue_error(unavailable=False)  # the backend fails outright
+    elif status == 502:
+        api.llm.enqueue_error(unavailable=False)  # the backend fails outright: a bad gateway
         resp = await c.post("/v1/chat/completions", headers=h, json={
             "model": "townsquare", "messages": [{"role": "user", "content": "storm?"}]})
+        assert resp.status_code == 502
+        err = error_of(resp)
+        assert err["type"] == "server_error" and err["code"] == "upstream_error"
+    elif status == 503:
+        api.services.trends = None  # warming up
+        resp = await c.get("/v1/trends", headers=h)
         assert resp.status_code == 503
         assert error_of(resp)["type"] == "server_error"
         assert int(resp.headers["retry-after"]) >= 1
@@ -89,7 +95,7 @@ async def _status(api: Api, status: int) -> None:
 
 async def test_every_error_status_has_the_openai_shape() -> None:
     # 500 last: it breaks the store file that the others share.
-    for status in (400, 401, 403, 404, 405, 413, 429, 503, 500):
+    for status in (400, 401, 403, 404, 405, 413, 429, 502, 503, 500):
         async with serve_app(POSTS, tiers={"tiny": Tier(requests_per_minute=3)},
                              max_body_bytes=4096) as api:
             await _status(api, status)

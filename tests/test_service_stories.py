@@ -164,6 +164,7 @@ async def test_a_story_watch_pushes_each_new_matching_story_once(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOWNSQUARE_STORY_REFRESH_S", "0")
+    monkeypatch.setenv("TOWNSQUARE_WEBHOOK_ALLOW", '["127.0.0.1"]')  # a loopback receiver
     with webhook_receiver() as hook_url:
         async with serve_app(_traffic(datetime.now(UTC))) as api:
             await _warm(api)

@@ -96,7 +96,7 @@ async def test_an_unreachable_source_is_reported_while_the_api_serves(home: Path
                           reconnect_cap=0.05)
     sup = Supervisor(runtime.store, runtime.embedder, [("jetstream", jet)])
     async with serve_app(POSTS, runtime=runtime, supervisor=sup) as api:
-        h = Api.auth(api.key("k"))
+        h = Api.auth(api.key("ops", "admin"))  # raw errors and /metrics: admin keys
         await wait_for(lambda: sup.statuses()[0].status == "unreachable")
         live = (await api.client.get("/v1/live", headers=h)).json()
         (source,) = live["sources"]

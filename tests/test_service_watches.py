@@ -128,6 +128,7 @@ async def uvicorn_app(
     With ``posts`` (stored before it starts) the trend engine is on, warmed from them.
     """
     runtime = make_runtime()
+    runtime.settings.webhook_allow = ["127.0.0.1"]  # the tests' receivers are on loopback
     if posts:
         await add_posts(runtime, posts)
     sup = Supervisor(runtime.store, runtime.embedder, [("fed", source)])

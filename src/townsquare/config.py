@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -28,6 +28,10 @@ class Tier(BaseModel):
     monthly_tokens: int = 200_000
 
 
+#: The tier of operator keys (``townsquare keys create --admin``): no limits, and the only
+#: keys that see every source's spec and raw errors (``/v1/live``) and ``/metrics``.
+ADMIN_TIER = "admin"
+
 DEFAULT_TIERS: dict[str, Tier] = {
     "free": Tier(requests_per_minute=10, tokens_per_minute=10_000, concurrent_requests=1,
                  monthly_tokens=100_000),
@@ -35,6 +39,8 @@ DEFAULT_TIERS: dict[str, Tier] = {
                     monthly_tokens=5_000_000),
     "business": Tier(requests_per_minute=600, tokens_per_minute=1_000_000,
                      concurrent_requests=32, monthly_tokens=0),
+    ADMIN_TIER: Tier(requests_per_minute=0, tokens_per_minute=0, concurrent_requests=0,
+                     monthly_tokens=0),
 }
 
 
@@ -81,6 +87,24 @@ class Settings(BaseSettings):
     #: Top stories of the last hour the refresh keeps summarized (regular mode; 0: on request).
     story_summaries: int = 5
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    #: LLM backends a caller may pick with ``model: "townsquare:<backend>"`` besides ``llm``
+    #: (empty: only the configured one; a caller can never load another backend).
+    models: list[str] = Field(default_factory=list)
+    #: Longest chat message accepted, in characters (longer: 400 naming the field).
+    max_message_chars: int = Field(16_000, ge=1)
+    #: Seconds a client has to send a request's headers before the server hangs up.
+    header_timeout_s: float = Field(10.0, gt=0)
+    #: Shared rate limits across replicas: redis://host:6379/0 (empty: per process).
+    redis_url: str = ""
+    #: Webhook destinations allowed although private/loopback/link-local (hosts,
+    #: host:port, IPs or CIDRs): self-hosted receivers. Everything else private is refused.
+    webhook_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("tiers")
+    @classmethod
+    def _admin_tier(cls, tiers: dict[str, Tier]) -> dict[str, Tier]:
+        """The admin tier always exists: operator keys must work whatever tiers are sold."""
+        return tiers if ADMIN_TIER in tiers else {**tiers, ADMIN_TIER: DEFAULT_TIERS[ADMIN_TIER]}
 
     @classmethod
     def settings_customise_sources(
@@ -128,5 +152,24 @@ def load_settings(**overrides: Any) -> Settings:
         # The config file lives in home, so home must be known before reading it.
         os.environ["TOWNSQUARE_HOME"] = str(clean["home"])
     settings = Settings(**clean)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(settings.home)
     return settings
+
+
+def make_private(home: Path) -> None:
+    """Home 0700, and the files directly in it 0600 (keys, conversations, usage, watches).
+
+    SQLite gives its -wal and -shm files the database's mode, so a database made
+    0600 right after it is created keeps its journals private too. A home we do
+    not own (a shared mount) is left as it is.
+    """
+    try:
+        if home.stat().st_uid != os.getuid():
+            return
+        os.chmod(home, 0o700)
+        for path in home.iterdir():
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o600)
+    except OSError:
+        pass

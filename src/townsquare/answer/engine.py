@@ -75,6 +75,7 @@ citations -> persist.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -288,7 +289,9 @@ class AnswerEngine:
         turn = _Turn(self, request, question, now, conv, persona, llm, started)
         turn.lang = lang
 
-        decision = self.policy.check(question)
+        # Policy, query understanding and prompt building are CPU-bound regexes and
+        # tokenizing: in a thread, so a long question never stalls the event loop.
+        decision = await asyncio.to_thread(self.policy.check, question)
         if not decision.allowed:
             text = clean_text(language.text("self_harm", lang)
                               if decision.category == "self_harm" else persona.declined_text(lang))
@@ -296,7 +299,9 @@ class AnswerEngine:
             yield Final(await turn.finish(text, [], declined=decision.category))
             return
 
-        plan = understand(question, now, request.filters, history, request.search)
+        plan = await asyncio.to_thread(
+            understand, question, now, request.filters, history, request.search
+        )
         turn.plan = plan
         posts: list[Post] = []
         if plan.retrieve:
@@ -316,10 +321,10 @@ class AnswerEngine:
             yield Final(await turn.finish(text, []))
             return
 
-        prompt = build_prompt(
-            llm, persona, question, posts, now, history,
+        prompt = await asyncio.to_thread(functools.partial(
+            build_prompt, llm, persona, question, posts, now, history,
             max_tokens=request.max_tokens, searched=plan.retrieve, lang=lang,
-        )
+        ))
         turn.timings["prompt_s"] = time.perf_counter() - started - turn.timings["retrieval_s"]
         gate = Gate(prompt.posts, now)
         turn.gate = gate

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from townsquare.cli import CliContext, pass_ctx
+from townsquare.config import ADMIN_TIER, make_private
 from townsquare.model import iso
 from townsquare.registry import UnknownBackend
 from townsquare.runtime import Runtime
@@ -84,7 +85,8 @@ def serve(
     sock = _bind(settings.host, settings.port)
     runtime = Runtime(settings)
     try:
-        web_key = ensure_web_key(runtime.store, settings.home, settings.tiers)
+        ensure_web_key(runtime.store, settings.home, settings.tiers)
+        make_private(settings.home)  # the database was maybe just created
         # The embedder may take a while to load (or distill, on a first start):
         # the supervisor loads it in the background, after the server listens.
         supervisor = (
@@ -100,9 +102,13 @@ def serve(
         if specs and not demo:
             click.echo("(no network? `townsquare serve --demo` replays a bundled sample "
                        "stream; source status shows on the page and in /metrics)")
-        click.echo(f"Open http://{shown}:{actual_port}/#key={web_key}", err=False)
+        key_file = settings.home / "web-key"
+        # Never the key itself: terminal scrollback and log collectors keep it.
+        click.echo(f"Open http://{shown}:{actual_port}/ with the web page's key from "
+                   f"{key_file} (e.g. open \"http://{shown}:{actual_port}/#key=$(cat "
+                   f"{key_file})\")", err=False)
         sys.stdout.flush()
-        _run_uvicorn(app, sock, log_level)
+        _run_uvicorn(app, sock, log_level, settings.header_timeout_s)
     finally:
         runtime.close()
 
@@ -123,8 +129,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_uvicorn(app: Any, sock: socket.socket, log_level: str) -> None:
+def _run_uvicorn(app: Any, sock: socket.socket, log_level: str, header_timeout_s: float) -> None:
     import uvicorn
+
+    from townsquare.service.header_timeout import protocol_with_header_timeout
 
     config = uvicorn.Config(
         app,
@@ -133,6 +141,9 @@ def _run_uvicorn(app: Any, sock: socket.socket, log_level: str) -> None:
         timeout_graceful_shutdown=5,
         backlog=2048,
     )
+    # uvicorn only times out idle keep-alive connections: a client sending half a
+    # header line every few seconds would hold its socket (and a slot) for ever.
+    config.http = protocol_with_header_timeout(config.http, header_timeout_s)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])  # uvicorn's loop setup: uvloop and httptools when installed
 
@@ -147,14 +158,23 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="Who the key is for (shown in usage reports).")
-@click.option("--tier", default="free", show_default=True,
-              help="Tier from the configuration (free, premium, business by default).")
+@click.option("--tier", default=None,
+              help="Tier from the configuration (free, premium, business by default; "
+              "default free).")
+@click.option("--admin", is_flag=True,
+              help=f"An operator key (tier {ADMIN_TIER!r}: no limits; sees source specs and "
+              "raw errors in /v1/live, and /metrics).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @pass_ctx
-def keys_create(cli: CliContext, name: str, tier: str, as_json: bool) -> None:
+def keys_create(
+    cli: CliContext, name: str, tier: str | None, admin: bool, as_json: bool
+) -> None:
     """Create a key and print it once: it cannot be shown again."""
     from townsquare.service.auth import create_key
 
+    if admin and tier not in (None, ADMIN_TIER):
+        raise click.UsageError("--admin is its own tier: drop --tier")
+    tier = ADMIN_TIER if admin else (tier or "free")
     settings = cli.settings
     runtime = Runtime(settings)
     try:
@@ -163,6 +183,7 @@ def keys_create(cli: CliContext, name: str, tier: str, as_json: bool) -> None:
         raise click.UsageError(str(exc)) from None
     finally:
         runtime.close()
+        make_private(settings.home)
     if as_json:
         click.echo(json.dumps({**_key_dict(record), "key": plaintext}, indent=2))
         return

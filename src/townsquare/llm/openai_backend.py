@@ -15,8 +15,10 @@ exponential backoff and jitter, honouring ``Retry-After`` up to a cap, but
 only *before* the first token; once text has streamed to a client a retry
 would repeat it. When retries run out the caller gets
 :class:`~townsquare.llm.base.LLMUnavailable` (carrying ``retry_after``) and
-degrades to a search-only answer; other failures (bad key, unknown model) are
-:class:`~townsquare.llm.base.LLMError` with a message saying what to fix.
+degrades to a search-only answer; other failures (bad key, unknown model, a
+reply that is not an OpenAI stream: a proxy's HTML page) are
+:class:`~townsquare.llm.base.LLMError` with a message saying what to fix, which
+the service answers as a 502.
 
 Usage comes from the server when it reports it (``stream_options.include_usage``);
 servers that ignore the option get an estimate from the prompt length.
@@ -77,6 +79,12 @@ class OpenAIGeneration(Generation):
                         yield text
         except openai.APIError as exc:
             raise LLMError(f"{backend.base_url}: stream broke off: {exc}") from exc
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # Not JSON, or JSON of another shape (a proxy's HTML page, a captive portal).
+            raise LLMError(
+                f"{backend.base_url}: the server's reply is not an OpenAI chat stream "
+                f"({type(exc).__name__})"
+            ) from exc
         finally:
             await stream.close()
         if not reported:
@@ -154,9 +162,9 @@ class OpenAIBackend(LLM):
             return self.model_id
         try:
             page = await self.client().models.list()
-            models = [m.id for m in page.data]
-        except openai.APIError:
-            return self.model_id
+            models = [str(m.id) for m in page.data]
+        except (openai.APIError, ValueError, TypeError, AttributeError):
+            return self.model_id  # the chat request will say what is wrong
         if models:
             self.model_id = models[0]
         return self.model_id
@@ -182,6 +190,11 @@ class OpenAIBackend(LLM):
                 kwargs["stream_options"] = {"include_usage": True}
             try:
                 return await self.client().chat.completions.create(**kwargs)
+            except (ValueError, TypeError) as exc:  # a reply the SDK cannot read
+                raise LLMError(
+                    f"{self.base_url}: the server's reply is not an OpenAI chat stream "
+                    f"({type(exc).__name__})"
+                ) from exc
             except openai.APIStatusError as exc:
                 if exc.status_code in (400, 422) and self._usage_option and _mentions_option(exc):
                     self._usage_option = False  # an older server: ask without it

@@ -50,7 +50,7 @@ from townsquare.service.auth import Authenticator
 from townsquare.service.deps import Services, declare_security
 from townsquare.service.errors import install_error_handlers
 from townsquare.service.ledger import UsageLedger
-from townsquare.service.limits import MonthlyQuota, RateLimiter
+from townsquare.service.limits import Limiter, MonthlyQuota, RateLimiter
 from townsquare.service.metrics import CachedStats, Metrics
 from townsquare.service.middleware import (
     DEFAULT_MAX_BODY,
@@ -99,7 +99,7 @@ def create_app(
     services = Services(
         runtime=runtime,
         auth=Authenticator(store, runtime.settings.tiers, cache_s=auth_cache_s),
-        limiter=RateLimiter(),
+        limiter=_limiter(runtime),
         quota=MonthlyQuota(store, flush=ledger.flush_sync),
         ledger=ledger,
         metrics=metrics,
@@ -128,7 +128,9 @@ def create_app(
                     await task
             if services.supervisor is not None:
                 await services.supervisor.stop()
+            await asyncio.to_thread(app.state.watches.close)
             await services.ledger.aclose()
+            await services.limiter.aclose()
 
     app = FastAPI(
         title="townsquare",
@@ -160,6 +162,16 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
+
+
+def _limiter(runtime: Runtime) -> Limiter:
+    """Shared through Redis when ``redis_url`` is set (replicas), else in process."""
+    url = runtime.settings.redis_url
+    if not url:
+        return RateLimiter()
+    from townsquare.service.shared_limits import RedisRateLimiter
+
+    return RedisRateLimiter(url)
 
 
 async def _start_background(services: Services, trends: bool) -> None:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from townsquare.config import Tier
+from townsquare.config import ADMIN_TIER, Tier
 from townsquare.store.base import ApiKeyRecord, Store
 
 KEY_RE = re.compile(r"^ts-([0-9a-f]{8})-([A-Za-z0-9_\-]{20,200})$")
@@ -42,6 +42,11 @@ class Principal:
     prefix: str
     tier_name: str
     tier: Tier
+
+    @property
+    def admin(self) -> bool:
+        """An operator key (``keys create --admin``): sees source specs, raw errors, /metrics."""
+        return self.tier_name == ADMIN_TIER
 
     @property
     def owner(self) -> str:

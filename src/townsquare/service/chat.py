@@ -44,12 +44,21 @@ from townsquare.answer import (
 )
 from townsquare.answer.engine import AnswerEvent
 from townsquare.answer.verify import Verification
+from townsquare.answer.personas import Personas
+from townsquare.answer.policy import Policy
 from townsquare.llm import LLMError, LLMUnavailable
 from townsquare.model import Post, iso
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.models import model_id, model_not_found, parse_model, personas_in
+from townsquare.service.metering import MeteredLLM, RequestMeter, current_meter
+from townsquare.service.models import (
+    allowed_backend,
+    model_id,
+    model_not_found,
+    parse_model,
+    personas_in,
+)
 from townsquare.service.openai_compat import (
     DONE,
     ChatCompletionRequest,
@@ -64,6 +73,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 _engine_lock = threading.Lock()
+#: Tokens of context a prompt needs besides the completion (rules, question, a few posts).
+MIN_PROMPT_TOKENS = 512
 
 
 # --- chat completions --------------------------------------------------------------
@@ -72,7 +83,16 @@ _engine_lock = threading.Lock()
 def _build_engine(services: Services) -> AnswerEngine:
     with _engine_lock:
         if services.engine is None:
-            services.engine = AnswerEngine.from_runtime(services.runtime)
+            # AnswerEngine.from_runtime's parts, with every LLM metered per request.
+            runtime = services.runtime
+            services.engine = AnswerEngine(
+                runtime.retriever,
+                MeteredLLM(runtime.llm()),
+                runtime.store,
+                Personas.load(runtime.settings.personas_dir),
+                Policy(),
+                llms=lambda name: MeteredLLM(runtime.llm(name)),
+            )
     engine: AnswerEngine = services.engine
     return engine
 
@@ -106,7 +126,18 @@ def trend_samples(services: Services, limit: int = 5) -> list[Post]:
     return out
 
 
-def _question_and_history(body: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
+def _question_and_history(
+    body: ChatCompletionRequest, max_chars: int
+) -> tuple[str, list[tuple[str, str]]]:
+    for i, message in enumerate(body.messages):
+        length = len(message.text())
+        if length > max_chars:
+            # Before any regex sees it: policy and query understanding cost ~2 s of CPU per MB.
+            raise ApiError(
+                400, f"messages[{i}].content is {length:,} characters; the limit is "
+                f"{max_chars:,} (max_message_chars)",
+                code="string_above_max_length", param=f"messages[{i}].content",
+            )
     turns = [(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1][0] != "user":
         raise ApiError(400, "The last message must be a user message with the question",
@@ -121,8 +152,10 @@ def _question_and_history(body: ChatCompletionRequest) -> tuple[str, list[tuple[
 async def _answer_request(
     body: ChatCompletionRequest, who: Principal, services: Services
 ) -> AnswerRequest:
+    settings = services.runtime.settings
     persona, backend = parse_model(body.model)
-    question, history = _question_and_history(body)
+    backend = allowed_backend(backend, settings.llm, settings.models, body.model)
+    question, history = _question_and_history(body, settings.max_message_chars)
     params = body.search_parameters
     try:
         filters = params.filters() if params is not None else None
@@ -154,6 +187,27 @@ async def _answer_request(
     return request
 
 
+def _check_context(engine: AnswerEngine, request: AnswerRequest,
+                   body: ChatCompletionRequest) -> None:
+    """``max_tokens`` must leave room for a prompt in the model's context."""
+    limit = body.token_limit()
+    if not limit:
+        return
+    try:
+        context = int(engine.llm_for(request.model).context_tokens)
+    except Exception:  # an unknown model: the engine says so in its own words
+        return
+    room = context - MIN_PROMPT_TOKENS
+    if limit > room:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise ApiError(
+            400, f"{param} is {limit:,} but the model's context holds {context:,} tokens, "
+            f"and the prompt (rules, question, posts) needs at least {MIN_PROMPT_TOKENS:,} "
+            f"of them: ask for at most {max(1, room):,}",
+            code="invalid_value", param=param,
+        )
+
+
 def _seed_conversation(
     services: Services, owner: str, persona: str, history: list[tuple[str, str]]
 ) -> str:
@@ -174,10 +228,13 @@ def _request_error(exc: Exception, model: str) -> ApiError:
                         param="conversation_id")
     if isinstance(exc, UnknownPersona | UnknownModel):
         return model_not_found(model, str(exc))
-    if isinstance(exc, LLMError):
-        retry = getattr(exc, "retry_after", 5.0)
-        return ApiError(503, f"The answer backend failed: {exc}",
+    if isinstance(exc, LLMUnavailable):
+        retry = exc.retry_after
+        return ApiError(503, f"The answer backend is unavailable: {exc}",
                         headers={"Retry-After": str(max(1, round(retry)))})
+    if isinstance(exc, LLMError):  # the upstream answered, wrongly: a bad gateway
+        return ApiError(502, f"The answer backend failed: {exc}", type="server_error",
+                        code="upstream_error")
     if isinstance(exc, ValueError):
         return ApiError(400, str(exc), code="invalid_value", param="messages")
     raise exc
@@ -229,24 +286,32 @@ async def chat_completions(
 ) -> Any:
     request = await _answer_request(body, who, services)
     engine = await engine_of(services)
+    _check_context(engine, request, body)
     model = model_id(request.mode or "regular") + (f":{request.model}" if request.model else "")
+    meter = RequestMeter()
+    current_meter.set(meter)  # the engine's LLM counts into it as it reads and writes
     events = engine.stream(request)
     try:
         first = await anext(events)  # errors before any text become HTTP errors
     except StopAsyncIteration:  # pragma: no cover - the engine always ends with Final
         raise ApiError(500, "The answer engine returned nothing") from None
-    except LLMUnavailable:
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        _bill_unfinished(services, who, model, meter, 0)
+        if isinstance(exc, LLMUnavailable) or not isinstance(exc, Exception):
+            raise
         raise _request_error(exc, body.model) from exc
     cid, created = completion_id(), now_s()
     if body.stream:
         return StreamingResponse(
-            _stream(services, who, body, request, model, events, first, cid, created),
+            _stream(services, who, body, request, model, events, first, cid, created, meter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    answer = await _collect(events, first)
+    try:
+        answer = await _collect(events, first)
+    except BaseException:  # failed, or cancelled with its client: bill what was used
+        _bill_unfinished(services, who, model, meter, 0)
+        raise
     _meter(services, who, model, answer)
     extra = await _extras(services, answer, body)
     usage = usage_dict(answer.usage.prompt_tokens, answer.usage.completion_tokens)
@@ -277,6 +342,15 @@ def _meter(services: Services, who: Principal, model: str, answer: Answer) -> No
         services.metrics.degraded.inc()
 
 
+def _bill_unfinished(
+    services: Services, who: Principal, model: str, meter: RequestMeter, sent: int
+) -> None:
+    """Bill a request that ended without an answer: the prompt read, the tokens written."""
+    prompt, completion = meter.prompt_tokens, max(meter.completion_tokens, sent)
+    if prompt or completion:
+        services.meter(who, model, prompt, completion, "/v1/chat/completions")
+
+
 async def _stream(
     services: Services,
     who: Principal,
@@ -287,6 +361,7 @@ async def _stream(
     first: AnswerEvent,
     cid: str,
     created: int,
+    meter: RequestMeter,
 ) -> AsyncIterator[bytes]:
     writer = ChunkWriter(cid, model, created)
     answer: Answer | None = None
@@ -309,14 +384,14 @@ async def _stream(
         yield DONE
         return
     finally:
-        if answer is None:  # disconnected or failed: meter what was streamed
-            services.meter(who, model, 0, sent, "/v1/chat/completions")
+        if answer is None:  # disconnected or failed: bill the prompt and what was written
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 # Shielded: after a disconnect the response's cancel scope would cancel
                 # this await too, and the engine would never close its generation.
                 with anyio.CancelScope(shield=True):
                     await aclose()
+            _bill_unfinished(services, who, model, meter, sent)
     if answer is None:  # pragma: no cover - the engine always ends with Final
         yield writer.error("The answer engine ended without an answer")
         yield DONE

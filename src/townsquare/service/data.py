@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -139,15 +141,50 @@ async def get_post(
     return {"object": "post", **post.public_dict()}
 
 
-@router.get("/live", summary="What the sources are doing now")
+def redact_source(status: dict[str, Any]) -> dict[str, Any]:
+    """A source as a non-admin key sees it: no credentials in its spec, no raw error.
+
+    A spec may carry a token in a URL's user-info or query string
+    (``mastodon:https://host/api/v1/streaming?access_token=...``), and an
+    exception's text may carry a URL, a path or a credential; only admin keys
+    (``townsquare keys create --admin``) see either.
+    """
+    out = dict(status)
+    out["name"] = strip_credentials(str(status.get("name") or status.get("kind") or "source"))
+    if out.get("last_error"):
+        out["last_error"] = f"{status.get('status', 'failed')} (details for admin keys)"
+    return out
+
+
+_URL_IN_SPEC = re.compile(r"[a-z][a-z0-9+.-]*://[^\s]+", re.IGNORECASE)
+
+
+def strip_credentials(spec: str) -> str:
+    """``rss:https://u:p@host/feed?token=x`` -> ``rss:https://host/feed``."""
+
+    def clean(m: re.Match[str]) -> str:
+        try:
+            parts = urlsplit(m.group(0))
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            return "<url>"
+        host = f"[{host}]" if ":" in host else host
+        return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+    return _URL_IN_SPEC.sub(clean, spec)
+
+
+@router.get("/live", summary="What the sources are doing now (specs and errors: admin keys)")
 async def live(
-    _: Principal = Depends(get_principal),
+    who: Principal = Depends(get_principal),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     stats = await asyncio.to_thread(services.stats.get)
     statuses = services.supervisor.statuses() if services.supervisor is not None else []
+    sources = [s.public() if who.admin else redact_source(s.public()) for s in statuses]
     return {
-        "sources": [s.public() for s in statuses],
+        "sources": sources,
         "posts_total": int(stats.get("posts", 0)),
         "as_of": iso(datetime.now(UTC)),
     }
@@ -155,7 +192,7 @@ async def live(
 
 @router.get("/usage", summary="This key's metered usage (per model), and its quota")
 async def usage(
-    month: str | None = Query(None, pattern=r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$",
+    month: str | None = Query(None, pattern=r"^(19[7-9]\d|2\d{3})-(0[1-9]|1[0-2])$",
                               description="YYYY-MM (default: this month, UTC)"),
     who: Principal = Depends(get_principal),
     services: Services = Depends(get_services),

@@ -13,7 +13,7 @@ from townsquare.runtime import Runtime
 from townsquare.service.auth import Authenticator, Principal
 from townsquare.service.errors import ApiError
 from townsquare.service.ledger import UsageLedger
-from townsquare.service.limits import MonthlyQuota, RateLimiter
+from townsquare.service.limits import Limiter, MonthlyQuota
 from townsquare.service.metrics import CachedStats, Metrics
 from townsquare.service.search_cache import SearchCache
 from townsquare.service.supervisor import Supervisor
@@ -32,7 +32,7 @@ class Services:
 
     runtime: Runtime
     auth: Authenticator
-    limiter: RateLimiter
+    limiter: Limiter
     quota: MonthlyQuota
     ledger: UsageLedger
     metrics: Metrics

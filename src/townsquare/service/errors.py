@@ -4,7 +4,8 @@ Stock OpenAI clients parse this body to build their exceptions, so every
 path that can fail answers in it: our own :class:`ApiError`, FastAPI's
 validation errors (400, not FastAPI's usual 422), Starlette's 404 and 405
 for unknown routes and methods, the body-size guard (413), the gate (401,
-403, 429), the answer backend being down (503), and anything unexpected
+403, 429), the answer backend failing (502: it answered wrongly, or not in
+OpenAI's format) or being down (503), and anything unexpected
 (500, with the details left in the server log, not in the response).
 ``tests/test_service_errors.py`` pins each status.
 """
@@ -35,6 +36,7 @@ _DEFAULTS: dict[int, tuple[str, str]] = {
     413: ("invalid_request_error", "request_too_large"),
     429: ("requests", "rate_limit_exceeded"),
     500: ("server_error", "internal_error"),
+    502: ("server_error", "upstream_error"),
     503: ("server_error", "service_unavailable"),
 }
 

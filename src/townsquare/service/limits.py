@@ -9,11 +9,13 @@ after it ran, so they are charged then). Concurrency is a counter per key.
 The monthly quota starts from the usage ledger in the store and counts this
 process's charges on top; it is re-read every ``refresh_s`` seconds.
 
-These limits are kept in process. Several ``serve`` replicas behind a load
+These limits are kept in process unless ``redis_url`` is set: then
+:class:`townsquare.service.shared_limits.RedisRateLimiter` keeps the same
+windows and concurrency leases in Redis, so every ``serve`` replica sharing it
+enforces one budget per key. Without Redis, several replicas behind a load
 balancer each enforce the full per-minute and concurrency limits on the
-requests they see (so a key gets up to N times its tier across N replicas:
-divide the tier figures by N, or pin keys to replicas); the monthly quota
-is shared through the ledger, up to ``refresh_s`` of lag.
+requests they see (a key gets up to N times its tier across N replicas). The
+monthly quota is shared through the ledger either way, up to ``refresh_s`` of lag.
 
 Every answer carries the ``x-ratelimit-*`` headers OpenAI sends, and a
 refusal carries ``Retry-After`` (and ``retry-after-ms``), which stock
@@ -29,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from townsquare.config import Tier
 from townsquare.service.auth import Principal
@@ -97,6 +100,28 @@ class Refusal:
     retryable: bool = True
 
 
+@dataclass(slots=True)
+class Admission:
+    """The gate's answer for one request: refused (and why), or admitted with a ticket."""
+
+    refusal: Refusal | None
+    ticket: str | None = None
+
+
+class Limiter(Protocol):
+    """What the gate needs of a rate limiter (in process, or shared through Redis)."""
+
+    async def admit(self, who: Principal, uses_tokens: bool) -> Admission: ...
+
+    async def leave(self, who: Principal, admission: Admission) -> None: ...
+
+    def charge_tokens(self, who: Principal, tokens: int) -> None: ...
+
+    def headers(self, who: Principal) -> dict[str, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
 def format_reset(seconds: float) -> str:
     """OpenAI's duration style for ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``, ``6m0s``."""
     if seconds < 1:
@@ -153,6 +178,16 @@ class RateLimiter:
             st.requests.add(now, 1)
         st.in_flight += 1
         return None
+
+    async def admit(self, who: Principal, uses_tokens: bool) -> Admission:
+        """:meth:`acquire`, in the interface the gate shares with the Redis limiter."""
+        return Admission(self.acquire(who, uses_tokens))
+
+    async def leave(self, who: Principal, admission: Admission) -> None:
+        self.release(who)
+
+    async def aclose(self) -> None:
+        """Nothing to release in process."""
 
     def release(self, who: Principal) -> None:
         st = self.state(who.key_id)

@@ -24,9 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from townsquare.service.auth import Authenticator, AuthError
 from townsquare.service.errors import ApiError, send_error
-from townsquare.service.limits import MonthlyQuota, RateLimiter, Refusal
+from townsquare.service.limits import MonthlyQuota, Refusal
 
 if TYPE_CHECKING:
+    from townsquare.service.limits import Limiter
     from townsquare.service.metrics import Metrics
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/", "/favicon.ico", "/robots.txt"})
@@ -140,7 +141,7 @@ class GateMiddleware:
         self,
         app: ASGIApp,
         authenticator: Authenticator,
-        limiter: RateLimiter,
+        limiter: Limiter,
         quota: MonthlyQuota,
         metrics: Metrics,
     ) -> None:
@@ -168,8 +169,10 @@ class GateMiddleware:
             return
         uses_tokens = scope["path"] in TOKEN_PATHS
         refusal = await self.quota.check(who) if uses_tokens else None
+        admission = None
         if refusal is None:
-            refusal = self.limiter.acquire(who, uses_tokens)  # counts it, takes a slot
+            admission = await self.limiter.admit(who, uses_tokens)  # counts it, takes a slot
+            refusal = admission.refusal
         if refusal is not None:
             self.metrics.rate_limited.labels(refusal.kind).inc()
             await send_error(send, refusal_error(refusal, self.limiter.headers(who)))
@@ -187,4 +190,5 @@ class GateMiddleware:
         try:
             await self.app(scope, receive, send_with_limits)
         finally:
-            self.limiter.release(who)
+            assert admission is not None
+            await self.limiter.leave(who, admission)

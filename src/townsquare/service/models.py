@@ -3,7 +3,7 @@
 ``townsquare`` is the regular persona, ``townsquare-<persona>`` any other
 (the built-in ``fun``, or one in ``<home>/personas``), and an optional
 ``:<backend>`` suffix picks another LLM backend than the configured one
-(``townsquare-fun:openai``).
+(``townsquare-fun:openai``), among those the operator lists in ``models``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,26 @@ def parse_model(model: str) -> tuple[str, str | None]:
     raise model_not_found(model)
 
 
+def offered_backends(configured: str, extra: list[str]) -> list[str]:
+    """The LLM backends callers may name: the configured one, then the operator's list."""
+    return list(dict.fromkeys([configured, *extra]))
+
+
+def allowed_backend(
+    backend: str | None, configured: str, extra: list[str], model: str
+) -> str | None:
+    """The ``:<backend>`` a request may use (None: the configured one, unnamed), or 404.
+
+    Naming a backend loads it into the server (a model in memory, or calls to a
+    paid upstream), so a caller may only pick among those the operator listed in
+    ``models``; the configured ``llm`` is always offered.
+    """
+    if backend is None or backend == configured or backend in extra:
+        return backend
+    offered = ", ".join(f"townsquare:{b}" for b in offered_backends(configured, extra))
+    raise model_not_found(model, f"this server offers the backends {offered}")
+
+
 def model_not_found(model: str, detail: str = "") -> ApiError:
     return ApiError(
         404,
@@ -61,13 +81,16 @@ async def list_models(
     _: Principal = Depends(get_principal),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
-    personas = personas_in(services.runtime.settings.personas_dir)
+    settings = services.runtime.settings
+    personas = personas_in(settings.personas_dir)
     created = int(services.started)
+    backends = offered_backends(settings.llm, settings.models)
     data = []
     for name in personas.names():
         obj = model_object(model_id(name), created, personas.get(name).description)
         obj["persona"] = name
-        obj["backend"] = services.runtime.settings.llm
+        obj["backend"] = settings.llm
+        obj["backends"] = backends  # what `<model>:<backend>` may name
         data.append(obj)
     return {"object": "list", "data": data}
 

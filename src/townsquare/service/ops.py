@@ -1,4 +1,4 @@
-"""Operations routes: the health check (the one route without a key) and /metrics."""
+"""Operations routes: the health check (the one route without a key) and /metrics (admin)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from townsquare import __version__
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
+from townsquare.service.errors import ApiError
 from townsquare.service.metrics import CONTENT_TYPE
 
 router = APIRouter()
@@ -22,13 +23,18 @@ async def healthz() -> dict[str, Any]:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics (ingest rate and lag per source, quarantine, latency, tokens)",
+    summary="Prometheus metrics, all tenants' totals (admin keys only)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
 async def metrics(
-    _: Principal = Depends(get_principal),
+    who: Principal = Depends(get_principal),
     services: Services = Depends(get_services),
 ) -> Response:
+    if not who.admin:
+        raise ApiError(
+            403, "/metrics shows every tenant's totals: it needs an admin key "
+            "(townsquare keys create --admin --name NAME)", code="admin_required",
+        )
     body = await asyncio.to_thread(services.metrics.render)
     return Response(body, media_type=CONTENT_TYPE)

@@ -13,8 +13,10 @@ Each match is
 
 - sent to the watch's live subscribers, ``GET /v1/watches/{id}/events``
   (Server-Sent Events, ``event: post`` or ``event: story``), and
-- POSTed as JSON to the watch's ``webhook_url`` if it has one, from a
-  background thread with a timeout and bounded retries: ingest never waits
+- POSTed as JSON to the watch's ``webhook_url`` if it has one, signed with
+  the watch's secret, by :mod:`townsquare.service.webhooks` (one queue per
+  destination, timeouts, retries, a circuit breaker; private and metadata
+  addresses refused at creation and at every connection): ingest never waits
   on a webhook, and a full delivery queue drops (and logs) rather than grow.
 
 Matching rule (cheap, lexical): the query and the text are case- and
@@ -27,8 +29,10 @@ commit; edits re-committed by a source may match again.
 
 Watches are saved in ``<home>/watches.json`` (written atomically), with the
 stories each one already reported, so they survive restarts of this process.
-Replicas with separate homes do not share them; webhooks to loopback or
-private addresses are allowed (self-hosted).
+The file is private (0600): it holds each watch's signing secret, shown to
+its key once, when the watch is created (``POST /v1/watches/{id}/secret``
+makes a new one). Replicas with separate homes do not share them; webhooks to
+loopback or private addresses need the operator's ``webhook_allow``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import re
 import secrets
 import threading
@@ -49,15 +52,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from townsquare.model import Post
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal
 from townsquare.service.errors import ApiError
+from townsquare.service.webhook_guard import DestinationGuard, DestinationRefused
+from townsquare.service.webhooks import WebhookDispatcher, new_secret
 from townsquare.trends.windows import DEFAULT_WINDOWS
 
 if TYPE_CHECKING:
@@ -70,10 +74,6 @@ router = APIRouter(prefix="/v1")
 MAX_WATCHES_PER_KEY = 50
 #: Events a slow SSE subscriber may have pending before new ones are dropped for it.
 SUBSCRIBER_BACKLOG = 1000
-#: Webhook deliveries pending before new ones are dropped.
-WEBHOOK_BACKLOG = 10_000
-WEBHOOK_TIMEOUT_S = 5.0
-WEBHOOK_ATTEMPTS = 3
 #: How often the hub re-reads which keys are live: a key revoked (by
 #: ``townsquare keys revoke``, maybe in another process) stops its watches
 #: within this many seconds.
@@ -116,6 +116,8 @@ class Watch:
     min_posts: int = 1
     #: Stories: ids already reported (persisted, so a restart does not repeat them).
     notified: list[str] = field(default_factory=list)
+    #: Signs webhook deliveries (HMAC-SHA256); shown to the owner only at creation.
+    secret: str = field(default_factory=new_secret)
 
     @cached_property
     def terms(self) -> set[str]:
@@ -137,7 +139,7 @@ class Watch:
 
     def public_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["owner"], out["notified"]
+        del out["owner"], out["notified"], out["secret"]
         if self.kind == "posts":
             del out["window"], out["min_posts"]
         out["object"] = "watch"
@@ -154,9 +156,13 @@ class WatchFile:
         if path.exists():
             try:
                 items = json.loads(path.read_text(encoding="utf-8"))
+                unsigned = False
                 for item in items:
-                    watch = Watch(**item)
+                    unsigned = unsigned or not item.get("secret")
+                    watch = Watch(**item)  # a watch saved before secrets gets one now
                     self._watches[watch.id] = watch
+                if unsigned:
+                    self._save()
             except (ValueError, TypeError) as exc:  # keep serving; keep the file for a human
                 aside = path.with_name(path.name + ".unreadable")
                 os.replace(path, aside)
@@ -180,6 +186,12 @@ class WatchFile:
             self._watches[watch.id] = watch
             self._save()
 
+    def rotate_secret(self, watch: Watch) -> str:
+        with self._lock:
+            watch.secret = new_secret()
+            self._save()
+            return watch.secret
+
     def remove(self, watch_id: str) -> None:
         with self._lock:
             self._watches.pop(watch_id, None)
@@ -197,7 +209,10 @@ class WatchFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         data = [asdict(w) for w in self._watches.values()]
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds secrets
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, ensure_ascii=False, indent=1))
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
 
@@ -215,8 +230,10 @@ class WatchHub:
         saved: WatchFile,
         live_keys: Callable[[], set[int]] | None = None,
         live_keys_refresh_s: float | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.saved = saved
+        self.webhooks = webhooks or WebhookDispatcher()
         self._live_keys = live_keys
         self._live_refresh_s = (
             LIVE_KEYS_REFRESH_S if live_keys_refresh_s is None else live_keys_refresh_s
@@ -224,10 +241,6 @@ class WatchHub:
         self._live: tuple[float, set[int]] | None = None
         self._subs: dict[str, set[_Subscriber]] = {}
         self._subs_lock = threading.Lock()
-        self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(WEBHOOK_BACKLOG)
-        self._sender: threading.Thread | None = None
-        self.delivered = 0
-        self.failed = 0
 
     # --- whose watches run -----------------------------------------------------
 
@@ -293,12 +306,7 @@ class WatchHub:
         for sub in subs:
             sub.loop.call_soon_threadsafe(_offer, sub.queue, event)
         if watch.webhook_url:
-            try:
-                self._outbox.put_nowait((watch.webhook_url, event))
-            except queue.Full:
-                log.warning("webhook backlog full; dropped an event for watch %s", watch.id)
-                return
-            self._ensure_sender()
+            self.webhooks.submit(watch.owner, watch.webhook_url, watch.secret, event)
 
     # --- SSE subscribers ---------------------------------------------------------
 
@@ -320,41 +328,16 @@ class WatchHub:
         with self._subs_lock:
             return len(self._subs.get(watch_id, ()))
 
-    # --- webhooks (one daemon thread, so ingest and the event loop never wait) ----
+    @property
+    def delivered(self) -> int:
+        return self.webhooks.stats.delivered
 
-    def _ensure_sender(self) -> None:
-        with self._subs_lock:
-            if self._sender is None or not self._sender.is_alive():
-                self._sender = threading.Thread(target=self._send_loop, daemon=True,
-                                                name="townsquare-webhooks")
-                self._sender.start()
+    @property
+    def failed(self) -> int:
+        return self.webhooks.stats.failed
 
-    def _send_loop(self) -> None:
-        with httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False) as client:
-            while True:
-                try:
-                    url, event = self._outbox.get(timeout=30)
-                except queue.Empty:
-                    return  # idle: the next match starts a new sender
-                self._deliver(client, url, event)
-
-    def _deliver(self, client: httpx.Client, url: str, event: dict[str, Any]) -> None:
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            try:
-                resp = client.post(url, json=event)
-                if resp.status_code < 500 and resp.status_code != 429:
-                    if resp.is_success:
-                        self.delivered += 1
-                    else:  # a 4xx will not get better by retrying
-                        self.failed += 1
-                        log.warning("webhook %s answered %s", url, resp.status_code)
-                    return
-            except httpx.HTTPError as exc:
-                log.info("webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
-            if attempt + 1 < WEBHOOK_ATTEMPTS:
-                time.sleep(0.5 * 2**attempt)
-        self.failed += 1
-        log.warning("webhook %s: gave up after %d attempts", url, WEBHOOK_ATTEMPTS)
+    def close(self) -> None:
+        self.webhooks.close()
 
 
 def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
@@ -371,7 +354,10 @@ def mount(app: FastAPI, services: Services) -> WatchHub:
     def live_keys() -> set[int]:
         return {k.id for k in store.list_api_keys() if k.revoked_at is None}
 
-    hub = WatchHub(WatchFile(services.runtime.settings.home / "watches.json"), live_keys)
+    settings = services.runtime.settings
+    guard = DestinationGuard(settings.webhook_allow)
+    hub = WatchHub(WatchFile(settings.home / "watches.json"), live_keys,
+                   webhooks=WebhookDispatcher(guard))
     if services.supervisor is not None:
         services.supervisor.add_listener(hub.listener)
     app.state.watches = hub
@@ -403,12 +389,6 @@ class WatchRequest(BaseModel):
     min_posts: int = Field(
         1, ge=1, le=1_000_000, description="stories: the posts a story needs to be reported")
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_only(cls, url: str | None) -> str | None:
-        if url is not None and not re.match(r"^https?://[^\s/]+", url):
-            raise ValueError("webhook_url must be an http(s) URL")
-        return url
 
 
 def _not_found(watch_id: str) -> ApiError:
@@ -433,6 +413,8 @@ async def create_watch(
     if body.kind == "stories" and body.window not in STORY_WINDOWS:
         raise ApiError(400, f"window must be one of {', '.join(STORY_WINDOWS)}",
                        code="invalid_value", param="window")
+    if body.webhook_url is not None:
+        await _check_webhook(hub, body.webhook_url)
     if len(hub.saved.of(who.key_id)) >= MAX_WATCHES_PER_KEY:
         raise ApiError(400, f"At most {MAX_WATCHES_PER_KEY} watches per key",
                        code="too_many_watches")
@@ -443,7 +425,39 @@ async def create_watch(
         window=body.window, min_posts=body.min_posts,
     )
     await asyncio.to_thread(hub.saved.add, watch)
-    return watch.public_dict()
+    out = watch.public_dict()
+    if watch.webhook_url:
+        out["secret"] = watch.secret  # shown once: the receiver verifies signatures with it
+    return out
+
+
+async def _check_webhook(hub: WatchHub, url: str) -> None:
+    """Refuse a destination the server may not call (checked again at every delivery).
+
+    A name that does not resolve now is accepted (DNS may be down); one that
+    resolves to a private or metadata address is refused.
+    """
+    guard = hub.webhooks.guard
+    try:
+        guard.parse(url)
+        await asyncio.to_thread(guard.check, url)
+    except DestinationRefused as exc:
+        if "does not resolve" in str(exc):
+            return
+        raise ApiError(400, str(exc), code="invalid_value", param="webhook_url") from None
+
+
+@router.post("/watches/{watch_id}/secret",
+             summary="Replace a watch's webhook signing secret (returned once)")
+async def rotate_secret(
+    watch_id: str, request: Request, who: Principal = Depends(get_principal),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    watch = hub.saved.get(who.key_id, watch_id)
+    if watch is None:
+        raise _not_found(watch_id)
+    secret = await asyncio.to_thread(hub.saved.rotate_secret, watch)
+    return {"id": watch_id, "object": "watch.secret", "secret": secret}
 
 
 @router.get("/watches", summary="The calling key's watches")
