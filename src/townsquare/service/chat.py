@@ -43,9 +43,9 @@ from townsquare.answer import (
     UnknownPersona,
 )
 from townsquare.answer.engine import AnswerEvent
-from townsquare.answer.verify import Verification
 from townsquare.answer.personas import Personas
 from townsquare.answer.policy import Policy
+from townsquare.answer.verify import Verification
 from townsquare.llm import LLMError, LLMUnavailable
 from townsquare.model import Post, iso
 from townsquare.service.auth import Principal
