@@ -41,7 +41,7 @@ from contextlib import asynccontextmanager, suppress
 from importlib import import_module
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from townsquare import __version__
 from townsquare.runtime import Runtime
@@ -49,6 +49,7 @@ from townsquare.service import chat, conversations, data, models, ops, watches
 from townsquare.service.auth import Authenticator
 from townsquare.service.deps import Services, declare_security
 from townsquare.service.errors import install_error_handlers
+from townsquare.service.fields import refuse_unknown_query
 from townsquare.service.ledger import UsageLedger
 from townsquare.service.limits import MonthlyQuota, RateLimiter
 from townsquare.service.metrics import CachedStats, Metrics
@@ -138,6 +139,7 @@ def create_app(
         docs_url=None,  # Swagger UI loads from a CDN: not offline, not under our CSP
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
     install_error_handlers(app)

@@ -158,7 +158,59 @@ def m003_fts_insert_without_trigger(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER IF EXISTS posts_ai")
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_fts_insert_without_trigger]
+def m004_people_threads_engagement(conn: sqlite3.Connection) -> None:
+    """The author directory, engagement counts, and indexes to walk threads.
+
+    ``authors`` is keyed by the stable account id (``posts.author_id``: a DID,
+    an account URI, or the handle where a source has nothing steadier);
+    ``author_words`` holds the folded words of each handle and display name,
+    so a name in a question finds its accounts through an index. Counts are
+    NULL where the source gives none (unknown is not zero).
+    """
+    run_script(conn,
+        """
+        ALTER TABLE posts ADD COLUMN likes INTEGER;
+        ALTER TABLE posts ADD COLUMN reposts INTEGER;
+        ALTER TABLE posts ADD COLUMN replies INTEGER;
+        ALTER TABLE posts ADD COLUMN quotes INTEGER;
+        CREATE INDEX posts_reply_to ON posts(reply_to) WHERE reply_to IS NOT NULL;
+        CREATE INDEX posts_quote_of ON posts(quote_of) WHERE quote_of IS NOT NULL;
+        CREATE TABLE authors (
+            id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            handle TEXT NOT NULL,
+            display_name TEXT,
+            first_ms INTEGER NOT NULL,
+            last_ms INTEGER NOT NULL,
+            posts INTEGER NOT NULL DEFAULT 0,
+            looked_up_ms INTEGER
+        );
+        CREATE INDEX authors_handle ON authors(handle COLLATE NOCASE);
+        CREATE INDEX authors_pending ON authors(source, looked_up_ms) WHERE handle = id;
+        CREATE TABLE author_words (
+            word TEXT NOT NULL,
+            author_id TEXT NOT NULL,
+            PRIMARY KEY (word, author_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX author_words_author ON author_words(author_id);
+        INSERT INTO authors(id, source, handle, display_name, first_ms, last_ms, posts)
+        SELECT author_id, min(source), max(author), max(author_name), min(created_ms),
+               max(created_ms), count(*)
+        FROM posts GROUP BY author_id;
+        """
+    )
+    from townsquare.store.people import name_words
+
+    rows = conn.execute("SELECT id, handle, display_name FROM authors").fetchall()
+    conn.executemany(
+        "INSERT OR IGNORE INTO author_words(word, author_id) VALUES (?, ?)",
+        [(w, aid) for aid, handle, name in rows for w in name_words(handle, name)],
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_people_threads_engagement,
+]
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:

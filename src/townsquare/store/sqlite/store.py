@@ -13,33 +13,43 @@ from typing import Any
 import numpy as np
 
 from townsquare.index.quantize import quantize
-from townsquare.model import Delete, Event, Identity, Post, Quarantine, Upsert
+from townsquare.model import Delete, Engage, Event, Identity, Post, Quarantine, Upsert
 from townsquare.store import STORES
 from townsquare.store.base import (
     ApplyResult,
     Candidate,
     QuarantineRecord,
+    Related,
     SearchFilters,
     Store,
     StoredVectors,
+    normalize_domain,
+)
+from townsquare.store.people import (
+    Author,
+    directory_update,
+    name_words,
+    resolve_handles,
 )
 from townsquare.store.sqlite import bm25
 from townsquare.store.sqlite.accounts import AccountsMixin
 from townsquare.store.sqlite.database import Database
 from townsquare.store.sqlite.fts import query_tokens, quote_token
+from townsquare.textfold import fold
 
 #: Words of a query that get their own newest-first candidate slots.
 MAX_LEXICAL_TOKENS = 8
 
 _POST_COLS = (
     "key, id, source, author, author_id, author_name, text, created_ms, indexed_ms, url, lang, "
-    "hashtags, mentions, reply_to, quote_of"
+    "hashtags, mentions, reply_to, quote_of, likes, reposts, replies, quotes"
 )
 
 _UPSERT = """
 INSERT INTO posts (id, source, author, author_id, author_name, text, created_ms, indexed_ms,
-                   url, lang, hashtags, mentions, reply_to, quote_of, raw)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   url, lang, hashtags, mentions, reply_to, quote_of, raw,
+                   likes, reposts, replies, quotes)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT(id) DO UPDATE SET
     source=excluded.source, author=excluded.author, author_id=excluded.author_id,
     author_name=excluded.author_name, text=excluded.text, created_ms=excluded.created_ms,
@@ -51,6 +61,41 @@ WHERE posts.text IS NOT excluded.text OR posts.created_ms IS NOT excluded.create
    OR posts.lang IS NOT excluded.lang OR posts.author_name IS NOT excluded.author_name
    OR posts.reply_to IS NOT excluded.reply_to OR posts.quote_of IS NOT excluded.quote_of
 """
+
+#: Counts a source reports (Mastodon) replace the stored ones; unknown (NULL) keeps them.
+_SET_COUNTS = """
+UPDATE posts SET likes = coalesce(?1, likes), reposts = coalesce(?2, reposts),
+    replies = coalesce(?3, replies), quotes = coalesce(?4, quotes)
+WHERE id = ?5 AND (likes IS NOT coalesce(?1, likes) OR reposts IS NOT coalesce(?2, reposts)
+    OR replies IS NOT coalesce(?3, replies) OR quotes IS NOT coalesce(?4, quotes))
+"""
+
+_ENGAGE = """
+UPDATE posts SET likes = coalesce(likes, 0) + ?, reposts = coalesce(reposts, 0) + ? WHERE id = ?
+"""
+
+#: New replies and quotes count on the post they answer or quote.
+_COUNT_THREAD = """
+UPDATE posts SET {col} = coalesce(posts.{col}, 0) + c.n
+FROM (SELECT {ref} AS pid, count(*) AS n FROM posts WHERE key > ? AND {ref} IS NOT NULL
+      GROUP BY {ref}) AS c
+WHERE posts.id = c.pid
+"""
+
+_AUTHOR_UPSERT = """
+INSERT INTO authors (id, source, handle, display_name, first_ms, last_ms, posts)
+VALUES (?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET
+    handle = excluded.handle, display_name = excluded.display_name,
+    first_ms = min(authors.first_ms, excluded.first_ms),
+    last_ms = max(authors.last_ms, excluded.last_ms),
+    posts = authors.posts + excluded.posts
+WHERE authors.handle IS NOT excluded.handle OR authors.display_name IS NOT excluded.display_name
+   OR excluded.first_ms < authors.first_ms OR excluded.last_ms > authors.last_ms
+   OR excluded.posts > 0
+"""
+
+_AUTHOR_COLS = "id, source, handle, display_name, first_ms, last_ms, posts"
 
 
 def to_ms(dt: datetime) -> int:
@@ -87,7 +132,16 @@ def row_to_post(row: Sequence[Any]) -> Post:
         mentions=row[12].split() if row[12] else [],
         reply_to=row[13],
         quote_of=row[14],
+        likes=row[15],
+        reposts=row[16],
+        replies=row[17],
+        quotes=row[18],
     )
+
+
+def row_to_author(row: Sequence[Any]) -> Author:
+    return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
+                  first_seen=from_ms(row[4]), last_seen=from_ms(row[5]), posts=row[6])
 
 
 class SQLiteStore(AccountsMixin, Store):
@@ -122,6 +176,7 @@ class SQLiteStore(AccountsMixin, Store):
                     self._load_counters(conn)
                 old_max_key = self._max_key
                 run: list[Post] = []
+                engaged: list[Engage] = []
                 for ev in events:
                     if isinstance(ev, Upsert):
                         run.append(ev.post)
@@ -139,7 +194,10 @@ class SQLiteStore(AccountsMixin, Store):
                             "UPDATE posts SET author = ? WHERE author_id = ? AND author != ?",
                             (ev.handle, ev.did, ev.handle),
                         )
+                        self._identity(conn, ev, now_ms)
                         result.identities += 1
+                    elif isinstance(ev, Engage):
+                        engaged.append(ev)
                     elif isinstance(ev, Quarantine):
                         conn.execute(
                             "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
@@ -155,6 +213,8 @@ class SQLiteStore(AccountsMixin, Store):
                         "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
                         (self._max_key, self._running_max_ms),
                     )
+                if engaged:
+                    self._engage(conn, engaged)
                 if vectors:
                     self._write_vectors(conn, vectors)
                 conn.execute(
@@ -190,6 +250,8 @@ class SQLiteStore(AccountsMixin, Store):
         # and edited in one statement would reach the edit trigger before the
         # index has it (new rows are indexed after the statement).
         posts = list({p.id: p for p in posts}.values())
+        known = self._known_authors(conn, posts)
+        resolve_handles(posts, known)
         for p in posts:
             created_ms = to_ms(p.created_at)
             newest = max(newest, created_ms)
@@ -198,6 +260,7 @@ class SQLiteStore(AccountsMixin, Store):
                     p.id, p.source, p.author, p.author_id or p.author, p.author_name, p.text,
                     created_ms, now_ms, p.url, p.lang, " ".join(p.hashtags),
                     " ".join(p.mentions), p.reply_to, p.quote_of, _raw_text(p.raw),
+                    p.likes, p.reposts, p.replies, p.quotes,
                 )
             )
         before = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
@@ -215,7 +278,74 @@ class SQLiteStore(AccountsMixin, Store):
                 conn.execute("DELETE FROM time_marks WHERE key >= ?", (row[0],))
         self._max_key = max_key
         self._running_max_ms = newest
+        counted = [(p.likes, p.reposts, p.replies, p.quotes, p.id) for p in posts
+                   if (p.likes, p.reposts, p.replies, p.quotes) != (None, None, None, None)]
+        if counted:  # reported counts replace stored ones, edited text or not
+            conn.executemany(_SET_COUNTS, counted)
+        new_posts: dict[str, int] = {}
+        if inserted:
+            new_posts = dict(conn.execute(
+                "SELECT author_id, count(*) FROM posts WHERE key > ? GROUP BY author_id",
+                (before,)))
+            for col, ref in (("replies", "reply_to"), ("quotes", "quote_of")):
+                conn.execute(_COUNT_THREAD.format(col=col, ref=ref), (before,))
+        update = directory_update(posts, known, new_posts, to_ms)
+        conn.executemany(_AUTHOR_UPSERT, update.rows)
+        self._rewrite_words(conn, update.words)
         return changed, before if inserted else None
+
+    # -- the author directory ------------------------------------------------
+
+    @staticmethod
+    def _known_authors(conn: Any, posts: Sequence[Post]) -> dict[str, tuple[str, str | None]]:
+        ids = list({p.author_id or p.author for p in posts})
+        known: dict[str, tuple[str, str | None]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for aid, handle, name in conn.execute(
+                f"SELECT id, handle, display_name FROM authors WHERE id IN ({marks})", chunk
+            ):
+                known[aid] = (handle, name)
+        return known
+
+    @staticmethod
+    def _rewrite_words(conn: Any, rewrites: list[tuple[str, list[str]]]) -> None:
+        if not rewrites:
+            return
+        conn.executemany("DELETE FROM author_words WHERE author_id = ?",
+                         [(aid,) for aid, _ in rewrites])
+        conn.executemany("INSERT OR IGNORE INTO author_words(word, author_id) VALUES (?, ?)",
+                         [(w, aid) for aid, ws in rewrites for w in ws])
+
+    def _identity(self, conn: Any, ev: Identity, now_ms: int) -> None:
+        """A handle (and maybe a display name) for an account, seen posting or not."""
+        row = conn.execute(
+            "SELECT handle, display_name FROM authors WHERE id = ?", (ev.did,)
+        ).fetchone()
+        name = ev.display_name if ev.display_name is not None else (row[1] if row else None)
+        if row is None:
+            conn.execute(
+                "INSERT INTO authors (id, source, handle, display_name, first_ms, last_ms, "
+                "posts, looked_up_ms) VALUES (?, 'bluesky', ?, ?, ?, ?, 0, ?)",
+                (ev.did, ev.handle, name, now_ms, now_ms, now_ms),
+            )
+        else:
+            conn.execute(
+                "UPDATE authors SET handle = ?, display_name = ?, looked_up_ms = ? WHERE id = ?",
+                (ev.handle, name, now_ms, ev.did),
+            )
+        if row is None or (row[0], row[1]) != (ev.handle, name):
+            self._rewrite_words(conn, [(ev.did, name_words(ev.handle, name))])
+
+    @staticmethod
+    def _engage(conn: Any, events: list[Engage]) -> None:
+        totals: dict[str, list[int]] = {}
+        for ev in events:
+            t = totals.setdefault(ev.post_id, [0, 0])
+            t[0] += ev.likes
+            t[1] += ev.reposts
+        conn.executemany(_ENGAGE, [(lk, rp, pid) for pid, (lk, rp) in totals.items()])
 
     @staticmethod
     def _index_new(conn: Any, after: int | None) -> None:
@@ -469,6 +599,55 @@ class SQLiteStore(AccountsMixin, Store):
         ).fetchall()
         return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], from_ms(r[4])) for r in rows]
 
+    # -- people and threads -------------------------------------------------
+
+    def get_author(self, key: str) -> Author | None:
+        conn = self.db.reader()
+        row = conn.execute(f"SELECT {_AUTHOR_COLS} FROM authors WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            row = conn.execute(
+                f"SELECT {_AUTHOR_COLS} FROM authors WHERE handle = ? COLLATE NOCASE "
+                "ORDER BY last_ms DESC LIMIT 1", (key.lstrip("@"),)
+            ).fetchone()
+        return row_to_author(row) if row else None
+
+    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
+        folded = list(dict.fromkeys(fold(w) for w in words if w))[:32]
+        if not folded:
+            return []
+        marks = ",".join("?" * len(folded))
+        cols = ", ".join("a." + c for c in _AUTHOR_COLS.split(", "))
+        rows = self.db.reader().execute(
+            f"SELECT {cols}, w.n FROM (SELECT author_id, count(*) AS n FROM author_words "
+            f"WHERE word IN ({marks}) GROUP BY author_id) w JOIN authors a ON a.id = w.author_id "
+            "ORDER BY w.n DESC, a.posts DESC, a.last_ms DESC LIMIT ?",
+            [*folded, limit],
+        ).fetchall()
+        return [(row_to_author(r), r[7]) for r in rows]
+
+    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
+        rows = self.db.reader().execute(
+            "SELECT id FROM authors WHERE handle = id AND source = ? "
+            "AND (looked_up_ms IS NULL OR looked_up_ms < ?) ORDER BY last_ms DESC LIMIT ?",
+            (source, to_ms(retry_before), limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
+        if not ids:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE authors SET looked_up_ms = ? WHERE id = ?",
+                             [(to_ms(at), i) for i in ids])
+
+    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
+        col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
+        rows = self.db.reader().execute(
+            f"SELECT {_POST_COLS} FROM posts WHERE {col} = ? ORDER BY created_ms LIMIT ?",
+            (post_id, limit),
+        ).fetchall()
+        return [row_to_post(r) for r in rows]
+
     def integrity_check(self) -> str:
         return str(self.db.reader().execute("PRAGMA integrity_check").fetchone()[0])
 
@@ -505,6 +684,26 @@ def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
     for tag in f.hashtags:
         where.append("(' ' || p.hashtags || ' ') LIKE ?")
         params.append(f"% {tag.lower().lstrip('#')} %")
+    if f.domains or f.exclude_domains:
+        host = "url_host(p.url)"
+        for domains, joiner, neg in ((f.domains, " OR ", ""), (f.exclude_domains, " OR ", "NOT ")):
+            if not domains:
+                continue
+            names = [normalize_domain(d) for d in domains]
+            tests = [f"({host} = ? OR substr({host}, -?) = ?)" for _ in names]
+            where.append(f"{neg}(" + joiner.join(tests) + ")")
+            for d in names:
+                params += [d, len(d) + 1, "." + d]
+    if f.min_likes is not None:
+        where.append("coalesce(p.likes, 0) >= ?")
+        params.append(f.min_likes)
+    if f.scopes:
+        alternatives = []
+        for scope in f.scopes:
+            sub, sub_params = _filter_sql(scope)
+            alternatives.append("(" + (" AND ".join(sub) or "1") + ")")
+            params += sub_params
+        where.append("(" + " OR ".join(alternatives) + ")")
     return where, params
 
 
