@@ -250,7 +250,8 @@ class ChatMessageIn(Strict):
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind in _MEDIA_PARTS:
                     raise ValueError(
-                        f"content[{j}] is {kind!r}: townsquare answers from posts' text and "
+                        f"content[{j}].type {kind!r} is not supported: townsquare answers from "
+                        "posts' text and "
                         "reads no images, audio or files; send text parts only"
                     )
         return data

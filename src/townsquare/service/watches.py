@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from townsquare.model import Post
 from townsquare.service.auth import Principal
@@ -388,6 +388,7 @@ def _hub(request: Request) -> WatchHub:
 
 
 class WatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused, never dropped
     query: str = Field(min_length=1, max_length=500)
     min_terms: int | None = Field(
         None, ge=1, le=50,
