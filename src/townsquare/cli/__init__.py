@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "townsquare.cli.serve_cmds",
     "townsquare.cli.trends_cmds",
     "townsquare.cli.index_cmds",
+    "townsquare.cli.people_cmds",
 )
 
 

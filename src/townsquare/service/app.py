@@ -119,6 +119,9 @@ def create_app(
         if trends and every > 0:
             background.append(asyncio.create_task(
                 _run_story_loop(services, app.state.watches, every), name="story-loop"))
+        lookup = _identity_lookup(services)
+        if lookup is not None:
+            background.append(asyncio.create_task(lookup.run(), name="identity-lookup"))
         try:
             yield
         finally:
@@ -162,6 +165,17 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
+
+
+def _identity_lookup(services: Services) -> Any:
+    """The Bluesky handle lookup, when the settings and the running sources want it."""
+    from townsquare.ingest.identity import IdentityLookup, lookup_wanted
+
+    settings = services.runtime.settings
+    kinds = [s.kind for s in services.supervisor.statuses()] if services.supervisor else []
+    if not lookup_wanted(settings.identity_lookup, kinds):
+        return None
+    return IdentityLookup(services.runtime.store, settings.identity_lookup_url)
 
 
 async def _start_background(services: Services, trends: bool) -> None:
