@@ -322,3 +322,64 @@ def test_identity_lookup_batches_caches_and_resolves(store: Store) -> None:
     assert got is not None and got.author == "jdupont.bsky.social"
     broken = store.get_author("did:plc:broken")
     assert broken is not None and broken.handle == "did:plc:broken"
+
+
+# --- Jetstream likes and reposts, on recorded traffic ----------------------------------
+
+
+@pytest.mark.shared
+async def test_recorded_likes_and_reposts_count_once_across_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    from conftest import shared_data
+    from replay_servers import open_stream, take_batches, websocket_replay
+    from townsquare.sources.jetstream import JetstreamSource
+
+    path = shared_data("jetstream") / "internal_corpus_testdata_expected_v1.jsonl"
+    lines = sorted(path.read_text(encoding="utf-8").splitlines(),
+                   key=lambda line: json.loads(line)["time_us"])
+    times = [json.loads(line)["time_us"] for line in lines]
+    expected: dict[str, list[int]] = {}
+    for m in map(json.loads, lines):
+        commit = m.get("commit") or {}
+        kind = commit.get("collection", "")
+        if kind.endswith((".like", ".repost")) and commit.get("operation") == "create":
+            counts = expected.setdefault("bluesky:" + commit["record"]["subject"]["uri"], [0, 0])
+            counts[0 if kind.endswith(".like") else 1] += 1
+    assert sum(sum(c) for c in expected.values()) == 120  # 105 likes, 15 reposts
+    store = open_store(str(tmp_path / "s.db"), tmp_path)
+    # The liked posts are older than the window: stand-ins under their ids.
+    store.apply("seed", [Upsert(Post(id=pid, source="bluesky", author="x", text="liked",
+                                     created_at=NOW)) for pid in expected], None)
+    cut = 80
+    done = asyncio.Event()
+
+    async def replay(ws: Any, n: int) -> None:
+        query = ws.request.path if ws.request else ""
+        assert "wantedCollections=app.bsky.feed.like" in query
+        cursor = int(query.split("cursor=")[1].split("&")[0]) if "cursor=" in query else None
+        if n == 0:
+            for line in lines[:cut]:
+                await ws.send(line)
+            await asyncio.sleep(0.05)
+            ws.transport.abort()
+            return
+        for line, t in zip(lines, times, strict=True):
+            if cursor is None or t >= cursor:
+                await ws.send(line)
+        done.set()
+        await ws.wait_closed()
+
+    async with websocket_replay(replay) as server:
+        source = JetstreamSource(server.url("/subscribe"), batch_wait=0.01,
+                                 reconnect_base=0.01, reconnect_cap=0.02)
+        async with open_stream(source) as stream:
+            batches = await take_batches(
+                stream, lambda got: done.is_set() and got[-1].cursor == str(max(times)))
+    for batch in batches:
+        store.apply("jetstream", batch.events, batch.cursor)
+    assert source.reconnects == 1
+    for pid, (likes, reposts) in expected.items():
+        got = store.get_post(pid)
+        assert got is not None and (got.likes or 0, got.reposts or 0) == (likes, reposts), pid
+    store.close()
