@@ -26,7 +26,7 @@ from townsquare.textfold import fold, words
 
 @dataclass(slots=True)
 class Author:
-    """One account as the directory knows it."""
+    """One account as the directory knows it (``posts``, ``last_seen``: from stored posts)."""
 
     id: str
     source: str
@@ -72,10 +72,18 @@ def name_words(handle: str | None, display_name: str | None) -> list[str]:
 
 @dataclass(slots=True)
 class DirectoryUpdate:
-    """What one run of posts changes in the directory."""
+    """What one run of posts changes in the directory: usually nothing.
 
-    #: (id, source, handle, display_name, first_ms, last_ms, new_posts)
-    rows: list[tuple[str, str, str, str | None, int, int, int]]
+    Only accounts seen for the first time (``new``) and accounts whose handle
+    or display name changed (``changed``) are written; post counts and the
+    last time an account posted are read from ``posts`` when asked (its
+    ``author_id`` index), so a batch of known authors costs one lookup.
+    """
+
+    #: (id, source, handle, display_name, first_ms)
+    new: list[tuple[str, str, str, str | None, int]]
+    #: (handle, display_name, id)
+    changed: list[tuple[str, str | None, str]]
     #: Accounts whose words must be rewritten: (id, words).
     words: list[tuple[str, list[str]]]
 
@@ -96,34 +104,33 @@ def resolve_handles(posts: Sequence[Post], known: dict[str, tuple[str, str | Non
 
 
 def directory_update(
-    posts: Iterable[Post],
-    known: dict[str, tuple[str, str | None]],
-    new_posts: dict[str, int],
-    to_ms: Any,
+    posts: Iterable[Post], known: dict[str, tuple[str, str | None]], to_ms: Any
 ) -> DirectoryUpdate:
-    """The directory rows for a run of posts (``new_posts``: newly stored posts per author)."""
-    agg: dict[str, list[Any]] = {}
+    """The directory writes a run of posts needs (``known``: id -> (handle, name) stored)."""
+    latest: dict[str, list[Any]] = {}
     for p in posts:
         aid = p.author_id or p.author
+        row = latest.get(aid)
         ms = to_ms(p.created_at)
-        row = agg.get(aid)
         if row is None:
-            agg[aid] = [p.source, p.author, p.author_name, ms, ms]
-            continue
-        row[1] = p.author
-        row[2] = p.author_name or row[2]
-        row[3] = min(row[3], ms)
-        row[4] = max(row[4], ms)
-    rows = []
-    rewrite = []
-    for aid, (source, handle, name, first, last) in agg.items():
+            latest[aid] = [p.source, p.author, p.author_name, ms]
+        else:
+            row[1] = p.author
+            row[2] = p.author_name or row[2]
+            row[3] = min(row[3], ms)
+    update = DirectoryUpdate([], [], [])
+    for aid, (source, handle, name, first) in latest.items():
         before = known.get(aid)
         handle = known_handle(aid, handle, before)
-        name = name or (before[1] if before else None)
-        rows.append((aid, source, handle, name, first, last, new_posts.get(aid, 0)))
-        if before is None or before != (handle, name):
-            rewrite.append((aid, name_words(handle, name)))
-    return DirectoryUpdate(rows, rewrite)
+        if before is None:
+            update.new.append((aid, source, handle, name, first))
+        else:
+            name = name or before[1]
+            if before == (handle, name):
+                continue
+            update.changed.append((handle, name, aid))
+        update.words.append((aid, name_words(handle, name)))
+    return update
 
 
 def search_authors(store: Any, query: str, limit: int = 20) -> list[Author]:

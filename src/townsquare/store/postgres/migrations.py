@@ -200,21 +200,18 @@ def m003_people_threads_engagement(conn: psycopg.Connection, schema: str) -> Non
             handle text NOT NULL,
             display_name text,
             first_at timestamptz NOT NULL,
-            last_at timestamptz NOT NULL,
-            posts bigint NOT NULL DEFAULT 0,
             looked_up_at timestamptz
         );
         CREATE INDEX authors_handle ON authors (lower(handle));
-        CREATE INDEX authors_pending ON authors (source, looked_up_at) WHERE handle = id;
+        CREATE INDEX authors_pending ON authors (source, first_at) WHERE handle = id;
         CREATE TABLE author_words (
             word text NOT NULL,
             author_id text NOT NULL,
             PRIMARY KEY (word, author_id)
         );
         CREATE INDEX author_words_author ON author_words (author_id);
-        INSERT INTO authors (id, source, handle, display_name, first_at, last_at, posts)
-        SELECT author_id, min(source), max(author), max(author_name), min(created_at),
-               max(created_at), count(*)
+        INSERT INTO authors (id, source, handle, display_name, first_at)
+        SELECT author_id, min(source), max(author), max(author_name), min(created_at)
         FROM posts GROUP BY author_id;
         """
     )

@@ -60,7 +60,12 @@ _POST_COLS = (
     "p.indexed_at, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
     "p.likes, p.reposts, p.replies, p.quotes"
 )
-_AUTHOR_COLS = "a.id, a.source, a.handle, a.display_name, a.first_at, a.last_at, a.posts"
+#: An author row, with its last post time and post count read from ``posts``.
+_AUTHOR_COLS = (
+    "a.id, a.source, a.handle, a.display_name, a.first_at, "
+    "(SELECT max(created_at) FROM posts WHERE author_id = a.id), "
+    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
+)
 #: Transient conflicts between concurrent writers: the transaction is retried whole.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 APPLY_ATTEMPTS = 6
@@ -88,7 +93,7 @@ def row_to_post(row: Sequence[Any]) -> Post:
 
 def row_to_author(row: Sequence[Any]) -> Author:
     return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
-                  first_seen=row[4], last_seen=row[5], posts=int(row[6]))
+                  first_seen=row[4], last_seen=row[5] or row[4], posts=int(row[6] or 0))
 
 
 def filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
@@ -374,7 +379,7 @@ class PostgresStore(AccountsMixin, Store):
                 f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = %s", (key,)
             ).fetchone() or conn.execute(
                 f"SELECT {_AUTHOR_COLS} FROM authors a WHERE lower(a.handle) = lower(%s) "
-                "ORDER BY a.last_at DESC LIMIT 1", (key.lstrip("@"),)
+                "ORDER BY a.first_at DESC LIMIT 1", (key.lstrip("@"),)
             ).fetchone()
         return row_to_author(row) if row else None
 
@@ -385,18 +390,19 @@ class PostgresStore(AccountsMixin, Store):
         with self.db.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n "
-                "FROM author_words WHERE word = ANY(%s) GROUP BY author_id) w "
-                "JOIN authors a ON a.id = w.author_id "
-                "ORDER BY w.n DESC, a.posts DESC, a.last_at DESC LIMIT %s",
-                (folded, limit),
+                "FROM author_words WHERE word = ANY(%s) GROUP BY author_id "
+                "ORDER BY n DESC LIMIT 200) w JOIN authors a ON a.id = w.author_id",
+                (folded,),
             ).fetchall()
-        return [(row_to_author(r), int(r[7])) for r in rows]
+        floor = datetime.min.replace(tzinfo=UTC)
+        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or floor), reverse=True)
+        return [(row_to_author(r), int(r[7])) for r in rows[:limit]]
 
     def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
         with self.db.connection() as conn:
             rows = conn.execute(
                 "SELECT id FROM authors WHERE handle = id AND source = %s "
-                "AND (looked_up_at IS NULL OR looked_up_at < %s) ORDER BY last_at DESC LIMIT %s",
+                "AND (looked_up_at IS NULL OR looked_up_at < %s) ORDER BY first_at DESC LIMIT %s",
                 (source, retry_before, limit),
             ).fetchall()
         return [r[0] for r in rows]

@@ -130,17 +130,9 @@ _ENGAGE = """
 UPDATE posts p SET likes = coalesce(p.likes, 0) + %s, reposts = coalesce(p.reposts, 0) + %s
 FROM post_ids i WHERE i.id = %s AND p.key = i.key AND p.created_at = i.created_at
 """
-_AUTHOR_UPSERT = """
-INSERT INTO authors AS a (id, source, handle, display_name, first_at, last_at, posts)
-VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), to_timestamp(%s / 1000.0), %s)
-ON CONFLICT (id) DO UPDATE SET
-    handle = excluded.handle, display_name = excluded.display_name,
-    first_at = least(a.first_at, excluded.first_at),
-    last_at = greatest(a.last_at, excluded.last_at),
-    posts = a.posts + excluded.posts
-WHERE a.handle IS DISTINCT FROM excluded.handle
-   OR a.display_name IS DISTINCT FROM excluded.display_name
-   OR excluded.first_at < a.first_at OR excluded.last_at > a.last_at OR excluded.posts > 0
+_AUTHOR_INSERT = """
+INSERT INTO authors (id, source, handle, display_name, first_at)
+VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0)) ON CONFLICT (id) DO NOTHING
 """
 
 _MOVE_IDS = """
@@ -256,15 +248,16 @@ class BatchWriter:
                 self.result.upserted += max(0, missing) + max(0, changed)
             if any((p.likes, p.reposts, p.replies, p.quotes) != (None,) * 4 for p in todo):
                 cur.execute(_SET_COUNTS)
-            new_posts: dict[str, int] = {}
-            if new:
-                new_posts = dict(cur.execute(
-                    "SELECT author_id, count(*) FROM stage_posts WHERE inserted "
-                    "GROUP BY author_id").fetchall())
+            if new and any(p.reply_to or p.quote_of for p in todo):
                 for col, ref in (("replies", "reply_to"), ("quotes", "quote_of")):
                     cur.execute(_COUNT_THREAD.format(col=col, ref=ref))
-            update = directory_update(todo, known, new_posts, _ms)
-            cur.executemany(_AUTHOR_UPSERT, sorted(update.rows))  # id order: no deadlocks
+            update = directory_update(todo, known, _ms)
+            if update.new:  # id order: concurrent writers lock alike
+                cur.executemany(_AUTHOR_INSERT, sorted(update.new))
+            if update.changed:
+                renamed = sorted(update.changed, key=lambda row: row[2])
+                cur.executemany("UPDATE authors SET handle = %s, display_name = %s WHERE id = %s",
+                                renamed)
             self._rewrite_words(cur, update.words)
         self.result.upserted += new
 
@@ -294,11 +287,11 @@ class BatchWriter:
         ).fetchone()
         name = ev.display_name if ev.display_name is not None else (row[1] if row else None)
         self.conn.execute(
-            "INSERT INTO authors AS a (id, source, handle, display_name, first_at, last_at, "
-            "posts, looked_up_at) VALUES (%s, 'bluesky', %s, %s, %s, %s, 0, %s) "
+            "INSERT INTO authors AS a (id, source, handle, display_name, first_at, "
+            "looked_up_at) VALUES (%s, 'bluesky', %s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET handle = excluded.handle, "
             "display_name = excluded.display_name, looked_up_at = excluded.looked_up_at",
-            (ev.did, ev.handle, name, self.now, self.now, self.now),
+            (ev.did, ev.handle, name, self.now, self.now),
         )
         if row is None or (row[0], row[1]) != (ev.handle, name):
             with self.conn.cursor() as cur:

@@ -41,15 +41,17 @@ from townsquare.textfold import fold
 MAX_LEXICAL_TOKENS = 8
 
 _POST_COLS = (
-    "key, id, source, author, author_id, author_name, text, created_ms, indexed_ms, url, lang, "
-    "hashtags, mentions, reply_to, quote_of, likes, reposts, replies, quotes"
+    "p.key, p.id, p.source, p.author, p.author_id, p.author_name, p.text, p.created_ms, "
+    "p.indexed_ms, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
+    "e.likes, e.reposts, e.replies, e.quotes"
 )
+#: Posts with their engagement counts (a narrow table: a like rewrites 40 bytes, not a post).
+_POSTS = "posts p LEFT JOIN engagement e ON e.post_key = p.key"
 
 _UPSERT = """
 INSERT INTO posts (id, source, author, author_id, author_name, text, created_ms, indexed_ms,
-                   url, lang, hashtags, mentions, reply_to, quote_of, raw,
-                   likes, reposts, replies, quotes)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   url, lang, hashtags, mentions, reply_to, quote_of, raw)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT(id) DO UPDATE SET
     source=excluded.source, author=excluded.author, author_id=excluded.author_id,
     author_name=excluded.author_name, text=excluded.text, created_ms=excluded.created_ms,
@@ -64,38 +66,40 @@ WHERE posts.text IS NOT excluded.text OR posts.created_ms IS NOT excluded.create
 
 #: Counts a source reports (Mastodon) replace the stored ones; unknown (NULL) keeps them.
 _SET_COUNTS = """
-UPDATE posts SET likes = coalesce(?1, likes), reposts = coalesce(?2, reposts),
-    replies = coalesce(?3, replies), quotes = coalesce(?4, quotes)
-WHERE id = ?5 AND (likes IS NOT coalesce(?1, likes) OR reposts IS NOT coalesce(?2, reposts)
-    OR replies IS NOT coalesce(?3, replies) OR quotes IS NOT coalesce(?4, quotes))
+INSERT INTO engagement (post_key, likes, reposts, replies, quotes)
+SELECT key, ?1, ?2, ?3, ?4 FROM posts WHERE id = ?5
+ON CONFLICT(post_key) DO UPDATE SET likes = coalesce(excluded.likes, likes),
+    reposts = coalesce(excluded.reposts, reposts), replies = coalesce(excluded.replies, replies),
+    quotes = coalesce(excluded.quotes, quotes)
 """
 
-_ENGAGE = """
-UPDATE posts SET likes = coalesce(likes, 0) + ?, reposts = coalesce(reposts, 0) + ? WHERE id = ?
+#: Engagement counted from the stream adds up (``{col}``: likes+reposts, replies, quotes).
+_ADD = """
+INSERT INTO engagement (post_key, {cols}) SELECT key, {marks} FROM posts WHERE id = ?
+ON CONFLICT(post_key) DO UPDATE SET {sets}
 """
 
-#: New replies and quotes count on the post they answer or quote.
-_COUNT_THREAD = """
-UPDATE posts SET {col} = coalesce(posts.{col}, 0) + c.n
-FROM (SELECT {ref} AS pid, count(*) AS n FROM posts WHERE key > ? AND {ref} IS NOT NULL
-      GROUP BY {ref}) AS c
-WHERE posts.id = c.pid
+
+def _add_sql(*cols: str) -> str:
+    return _ADD.format(cols=", ".join(cols), marks=", ".join("?" * len(cols)),
+                       sets=", ".join(f"{c} = coalesce({c}, 0) + excluded.{c}" for c in cols))
+
+
+_ENGAGE = _add_sql("likes", "reposts")
+_COUNT_REPLIES = _add_sql("replies")
+_COUNT_QUOTES = _add_sql("quotes")
+
+_AUTHOR_INSERT = """
+INSERT INTO authors (id, source, handle, display_name, first_ms) VALUES (?,?,?,?,?)
+ON CONFLICT(id) DO NOTHING
 """
 
-_AUTHOR_UPSERT = """
-INSERT INTO authors (id, source, handle, display_name, first_ms, last_ms, posts)
-VALUES (?,?,?,?,?,?,?)
-ON CONFLICT(id) DO UPDATE SET
-    handle = excluded.handle, display_name = excluded.display_name,
-    first_ms = min(authors.first_ms, excluded.first_ms),
-    last_ms = max(authors.last_ms, excluded.last_ms),
-    posts = authors.posts + excluded.posts
-WHERE authors.handle IS NOT excluded.handle OR authors.display_name IS NOT excluded.display_name
-   OR excluded.first_ms < authors.first_ms OR excluded.last_ms > authors.last_ms
-   OR excluded.posts > 0
-"""
-
-_AUTHOR_COLS = "id, source, handle, display_name, first_ms, last_ms, posts"
+#: An author row, with its last post time and post count read from ``posts``.
+_AUTHOR_COLS = (
+    "a.id, a.source, a.handle, a.display_name, a.first_ms, "
+    "(SELECT max(created_ms) FROM posts WHERE author_id = a.id), "
+    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
+)
 
 
 def to_ms(dt: datetime) -> int:
@@ -139,9 +143,25 @@ def row_to_post(row: Sequence[Any]) -> Post:
     )
 
 
+def _count_thread(conn: Any, new: Sequence[Post]) -> None:
+    """New replies and quotes add to their parent's and quoted post's counts."""
+    replies: dict[str, int] = {}
+    quotes: dict[str, int] = {}
+    for p in new:
+        if p.reply_to:
+            replies[p.reply_to] = replies.get(p.reply_to, 0) + 1
+        if p.quote_of:
+            quotes[p.quote_of] = quotes.get(p.quote_of, 0) + 1
+    if replies:
+        conn.executemany(_COUNT_REPLIES, [(n, pid) for pid, n in replies.items()])
+    if quotes:
+        conn.executemany(_COUNT_QUOTES, [(n, pid) for pid, n in quotes.items()])
+
+
 def row_to_author(row: Sequence[Any]) -> Author:
     return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
-                  first_seen=from_ms(row[4]), last_seen=from_ms(row[5]), posts=row[6])
+                  first_seen=from_ms(row[4]), last_seen=from_ms(row[5] or row[4]),
+                  posts=row[6] or 0)
 
 
 class SQLiteStore(AccountsMixin, Store):
@@ -260,7 +280,6 @@ class SQLiteStore(AccountsMixin, Store):
                     p.id, p.source, p.author, p.author_id or p.author, p.author_name, p.text,
                     created_ms, now_ms, p.url, p.lang, " ".join(p.hashtags),
                     " ".join(p.mentions), p.reply_to, p.quote_of, _raw_text(p.raw),
-                    p.likes, p.reposts, p.replies, p.quotes,
                 )
             )
         before = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()[0]
@@ -282,17 +301,23 @@ class SQLiteStore(AccountsMixin, Store):
                    if (p.likes, p.reposts, p.replies, p.quotes) != (None, None, None, None)]
         if counted:  # reported counts replace stored ones, edited text or not
             conn.executemany(_SET_COUNTS, counted)
-        new_posts: dict[str, int] = {}
         if inserted:
-            new_posts = dict(conn.execute(
-                "SELECT author_id, count(*) FROM posts WHERE key > ? GROUP BY author_id",
-                (before,)))
-            for col, ref in (("replies", "reply_to"), ("quotes", "quote_of")):
-                conn.execute(_COUNT_THREAD.format(col=col, ref=ref), (before,))
-        update = directory_update(posts, known, new_posts, to_ms)
-        conn.executemany(_AUTHOR_UPSERT, update.rows)
+            new = posts if inserted == len(posts) else self._new_posts(conn, posts, before)
+            _count_thread(conn, new)
+        update = directory_update(posts, known, to_ms)
+        if update.new:
+            conn.executemany(_AUTHOR_INSERT, update.new)
+        if update.changed:
+            conn.executemany("UPDATE authors SET handle = ?, display_name = ? WHERE id = ?",
+                             update.changed)
         self._rewrite_words(conn, update.words)
         return changed, before if inserted else None
+
+    @staticmethod
+    def _new_posts(conn: Any, posts: list[Post], before: int) -> list[Post]:
+        """Which of a run's posts were inserted (some were replays or edits)."""
+        fresh = {r[0] for r in conn.execute("SELECT id FROM posts WHERE key > ?", (before,))}
+        return [p for p in posts if p.id in fresh]
 
     # -- the author directory ------------------------------------------------
 
@@ -326,9 +351,9 @@ class SQLiteStore(AccountsMixin, Store):
         name = ev.display_name if ev.display_name is not None else (row[1] if row else None)
         if row is None:
             conn.execute(
-                "INSERT INTO authors (id, source, handle, display_name, first_ms, last_ms, "
-                "posts, looked_up_ms) VALUES (?, 'bluesky', ?, ?, ?, ?, 0, ?)",
-                (ev.did, ev.handle, name, now_ms, now_ms, now_ms),
+                "INSERT INTO authors (id, source, handle, display_name, first_ms, "
+                "looked_up_ms) VALUES (?, 'bluesky', ?, ?, ?, ?)",
+                (ev.did, ev.handle, name, now_ms, now_ms),
             )
         else:
             conn.execute(
@@ -425,7 +450,7 @@ class SQLiteStore(AccountsMixin, Store):
 
     def get_post(self, post_id: str) -> Post | None:
         row = self.db.reader().execute(
-            f"SELECT {_POST_COLS} FROM posts WHERE id = ?", (post_id,)
+            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.id = ?", (post_id,)
         ).fetchone()
         return row_to_post(row) if row else None
 
@@ -440,7 +465,7 @@ class SQLiteStore(AccountsMixin, Store):
         for i in range(0, len(keys), 500):
             chunk = [int(k) for k in keys[i : i + 500]]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_POST_COLS} FROM posts p WHERE key IN ({marks})"
+            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key IN ({marks})"
             if where:
                 sql += " AND " + " AND ".join(where)
             for row in conn.execute(sql, [*chunk, *params]):
@@ -530,12 +555,12 @@ class SQLiteStore(AccountsMixin, Store):
         conn = self.db.reader()
         last = after_key
         while True:
-            sql = f"SELECT {_POST_COLS} FROM posts WHERE key > ?"
+            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key > ?"
             params: list[Any] = [last]
             if since is not None:
-                sql += " AND created_ms >= ?"
+                sql += " AND p.created_ms >= ?"
                 params.append(to_ms(since))
-            rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch]).fetchall()
+            rows = conn.execute(sql + " ORDER BY p.key LIMIT ?", [*params, batch]).fetchall()
             if not rows:
                 return
             for row in rows:
@@ -603,11 +628,13 @@ class SQLiteStore(AccountsMixin, Store):
 
     def get_author(self, key: str) -> Author | None:
         conn = self.db.reader()
-        row = conn.execute(f"SELECT {_AUTHOR_COLS} FROM authors WHERE id = ?", (key,)).fetchone()
+        row = conn.execute(
+            f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = ?", (key,)
+        ).fetchone()
         if row is None:
             row = conn.execute(
-                f"SELECT {_AUTHOR_COLS} FROM authors WHERE handle = ? COLLATE NOCASE "
-                "ORDER BY last_ms DESC LIMIT 1", (key.lstrip("@"),)
+                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.handle = ? COLLATE NOCASE "
+                "ORDER BY a.first_ms DESC LIMIT 1", (key.lstrip("@"),)
             ).fetchone()
         return row_to_author(row) if row else None
 
@@ -616,19 +643,20 @@ class SQLiteStore(AccountsMixin, Store):
         if not folded:
             return []
         marks = ",".join("?" * len(folded))
-        cols = ", ".join("a." + c for c in _AUTHOR_COLS.split(", "))
+        # The best-matched few hundred, then their post counts (read from posts) rank them.
         rows = self.db.reader().execute(
-            f"SELECT {cols}, w.n FROM (SELECT author_id, count(*) AS n FROM author_words "
-            f"WHERE word IN ({marks}) GROUP BY author_id) w JOIN authors a ON a.id = w.author_id "
-            "ORDER BY w.n DESC, a.posts DESC, a.last_ms DESC LIMIT ?",
-            [*folded, limit],
+            f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n FROM author_words "
+            f"WHERE word IN ({marks}) GROUP BY author_id ORDER BY n DESC LIMIT 200) w "
+            "JOIN authors a ON a.id = w.author_id",
+            folded,
         ).fetchall()
-        return [(row_to_author(r), r[7]) for r in rows]
+        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or 0), reverse=True)
+        return [(row_to_author(r), r[7]) for r in rows[:limit]]
 
     def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
         rows = self.db.reader().execute(
             "SELECT id FROM authors WHERE handle = id AND source = ? "
-            "AND (looked_up_ms IS NULL OR looked_up_ms < ?) ORDER BY last_ms DESC LIMIT ?",
+            "AND (looked_up_ms IS NULL OR looked_up_ms < ?) ORDER BY first_ms DESC LIMIT ?",
             (source, to_ms(retry_before), limit),
         ).fetchall()
         return [r[0] for r in rows]
@@ -643,7 +671,7 @@ class SQLiteStore(AccountsMixin, Store):
     def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
         col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
         rows = self.db.reader().execute(
-            f"SELECT {_POST_COLS} FROM posts WHERE {col} = ? ORDER BY created_ms LIMIT ?",
+            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.{col} = ? ORDER BY p.created_ms LIMIT ?",
             (post_id, limit),
         ).fetchall()
         return [row_to_post(r) for r in rows]
@@ -695,7 +723,7 @@ def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
             for d in names:
                 params += [d, len(d) + 1, "." + d]
     if f.min_likes is not None:
-        where.append("coalesce(p.likes, 0) >= ?")
+        where.append("coalesce((SELECT likes FROM engagement WHERE post_key = p.key), 0) >= ?")
         params.append(f.min_likes)
     if f.scopes:
         alternatives = []
