@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -94,6 +94,8 @@ class Retriever:
             return self.dense.sync(self.store)
 
     def search(self, req: SearchRequest, now: datetime | None = None) -> list[SearchHit]:
+        if req.boost_authors and not req.filters.authors:
+            return self._boosted(req, now)
         limit = max(1, min(req.limit, 1000))
         now = now or utcnow()
         query = req.query.strip()
@@ -128,7 +130,6 @@ class Retriever:
         keys = list(dict.fromkeys([*lex_rank, *dense_rank]))
         posts = self.store.posts_by_keys(keys, req.filters)
         half_life_s = max(self.half_life.total_seconds(), 1.0)
-        boosted = {a.lower().lstrip("@") for a in req.boost_authors}
         hits = []
         for key in keys:
             post = posts.get(key)
@@ -140,11 +141,21 @@ class Retriever:
             )
             age = max(0.0, (now - post.created_at).total_seconds())
             decay = RECENCY_FLOOR + (1 - RECENCY_FLOOR) * 0.5 ** (age / half_life_s)
-            boost = AUTHOR_BOOST if boosted and (
-                post.author.lower() in boosted or (post.author_id or "").lower() in boosted
-            ) else 1.0
-            hits.append(SearchHit(post, rrf * decay * boost, lr, dr))
+            hits.append(SearchHit(post, rrf * decay, lr, dr))
         return order(hits, req.sort)[:limit]
+
+
+    def _boosted(self, req: SearchRequest, now: datetime | None) -> list[SearchHit]:
+        """Named authors first: their own matches are searched for (a boost on the general
+        list alone cannot lift a post that list never reached), then merged, scaled up."""
+        theirs = self.search(replace(req, boost_authors=[], filters=replace(
+            req.filters, authors=list(req.boost_authors))), now)
+        everyone = self.search(replace(req, boost_authors=[]), now)
+        merged: dict[str, SearchHit] = {h.post.id: h for h in everyone}
+        for h in theirs:
+            h.score *= AUTHOR_BOOST
+            merged[h.post.id] = h
+        return order(list(merged.values()), req.sort)[: max(1, min(req.limit, 1000))]
 
 
 def engagement(post: Post) -> int:
