@@ -42,6 +42,8 @@ def _progress_line(stats: IngestStats) -> str:
 @click.option("--timeline", help="mastodon: public, public:local or hashtag:TAG.")
 @click.option("--token", envvar="TOWNSQUARE_MASTODON_TOKEN", help="mastodon: access token.")
 @click.option("--transport", type=click.Choice(["sse", "websocket"]), help="mastodon transport.")
+@click.option("--engagement/--no-engagement", default=None,
+              help="jetstream: also read likes and reposts and count them (default on).")
 @click.option("--embedder", help="Embedder for dense indexing (default from config).")
 @click.option("--publish", metavar="NATS_URL", help="Publish normalized posts to NATS "
               "JetStream instead of writing the store (see `townsquare index`).")
