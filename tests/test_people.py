@@ -383,3 +383,36 @@ async def test_recorded_likes_and_reposts_count_once_across_a_reconnect(
         got = store.get_post(pid)
         assert got is not None and (got.likes or 0, got.reposts or 0) == (likes, reposts), pid
     store.close()
+
+
+@pytest.mark.shared
+def test_mastodon_counts_are_kept_and_a_status_update_refreshes_them(tmp_path: Path) -> None:
+    from conftest import shared_data
+    from townsquare.sources._mastodon_parse import MastodonParser
+    from townsquare.sources._sse import decode_sse
+
+    text = (shared_data("mastodon") / "mastodon_documentation_examples.sse").read_text(
+        encoding="utf-8")
+    parser = MastodonParser("mastodon.social")
+    store = open_store(str(tmp_path / "m.db"), tmp_path)
+    last: tuple[str, dict[str, Any]] | None = None
+    for ev in decode_sse(text.split("\n")):
+        if ev.event not in ("update", "status.update"):
+            continue
+        event = parser.parse(ev.event, ev.data)
+        status = json.loads(ev.data)
+        assert isinstance(event, Upsert)
+        post_ = event.post
+        assert (post_.likes, post_.reposts, post_.replies) == (
+            status["favourites_count"], status["reblogs_count"], status["replies_count"])
+        store.apply("m", [event], None)
+        last = (ev.event, status)
+    assert last is not None
+    # The same status as a later status.update with new counts (and the same text).
+    status = {**last[1], "favourites_count": 12, "reblogs_count": 3, "replies_count": 2}
+    event = parser.parse("status.update", json.dumps(status))
+    assert isinstance(event, Upsert)
+    store.apply("m", [event], None)
+    got = store.get_post(event.post.id)
+    assert got is not None and (got.likes, got.reposts, got.replies) == (12, 3, 2)
+    store.close()

@@ -396,3 +396,11 @@ async def test_unknown_query_parameters_are_refused(url: str) -> None:
         resp = await api.client.get(url, headers=h)
         assert resp.status_code == 400
         assert error_of(resp)["param"] == url.split("?")[1].split("=")[0]
+
+
+async def test_other_bodies_refuse_unknown_fields() -> None:
+    async with serve_app(POSTS) as api:
+        h = Api.auth(api.key("k"))
+        resp = await api.client.post("/v1/watches", headers=h,
+                                     json={"query": "storm", "exclude_authors": ["x"]})
+        assert resp.status_code == 400 and error_of(resp)["param"] == "exclude_authors"
