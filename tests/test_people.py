@@ -151,6 +151,9 @@ def shown_authors(api: Api) -> list[str]:
 async def test_names_in_a_question_filter_or_boost_the_speakers() -> None:
     async with serve_app(PEOPLE) as api:
         await _people_api(api)
+        # A namesake known only from an identity event never posted: it cannot be the speaker.
+        await asyncio.to_thread(api.runtime.store.apply, "s", [
+            Identity("did:plc:ghost", "ghost.bsky.social", "Jean Dupont")], "c")
         h = Api.auth(api.key("k"))
 
         async def ask(q: str, **extra: Any) -> dict[str, Any]:

@@ -256,14 +256,15 @@ def resolve_name(name: str, directory: Directory) -> People:
     parts = [w for w in folded_words(name) if w not in _NOT_NAME and w not in _STOP]
     if not parts or len(parts) > 4:
         return People()
-    matches = directory.find_authors(parts, limit=20)
+    # Accounts that never posted here (known from identity events only) cannot speak.
+    matches = [(a, n) for a, n in directory.find_authors(parts, limit=20) if a.posts > 0]
     full = [a for a, n in matches if n >= len(parts)]
     if len(full) == 1:
         return People(authors=[full[0].id], words=parts)
     if full:
         return People(boost=[a.id for a in full[:10]], words=parts)
     # No account has every word: the last word is the surname most people go by.
-    last = [a for a, _ in directory.find_authors(parts[-1:], limit=10)]
+    last = [a for a, _ in directory.find_authors(parts[-1:], limit=10) if a.posts > 0]
     if last and len(parts) > 1:
         return People(boost=[a.id for a in last], words=parts)
     return People()
