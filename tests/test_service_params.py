@@ -23,30 +23,35 @@ from service_helpers import Api, error_of, serve_app
 from townsquare.model import Post
 from townsquare.service import data, openai_compat
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)  # for the date filters' values; posts are dated when a test runs
 
 
 def _post(pid: str, source: str, author: str, text: str, minutes: float, url: str,
           **kw: Any) -> Post:
     return Post(id=f"{source}:{pid}", source=source, author=author, text=text,
-                created_at=NOW - timedelta(minutes=minutes), url=url, **kw)
+                created_at=datetime.now(UTC) - timedelta(minutes=minutes), url=url, **kw)
 
 
-POSTS = [
-    _post("at://did:plc:alice/app.bsky.feed.post/1", "bluesky", "alice.bsky.social",
-          "Storm trains Valmont: storm stopped the trains at Valmont", 10,
-          "https://bsky.app/profile/did:plc:alice/post/1", author_id="did:plc:alice",
-          likes=5, lang="en"),
-    _post("https://mastodon.social/users/bob/statuses/2", "mastodon", "bob@mastodon.social",
-          "Trains cancelled by the storm in Valmont", 50, "https://mastodon.social/@bob/2",
-          likes=50, reposts=3, lang="en"),
-    _post("lemonde-3", "rss", "Le Monde", "Tempête storm : les trains supprimés à Valmont",
-          180, "https://www.lemonde.fr/a/3", lang="fr"),
-    _post("4", "jsonl", "carol", "storm trains Valmont update from the station", 2 * 24 * 60,
-          "https://example.org/4", likes=1),
-    _post("reuters-5", "rss", "Reuters", "Storm hits trains in Valmont", 30,
-          "https://www.reuters.com/x/5", lang="en"),
-]
+def posts() -> list[Post]:
+    """The corpus, dated now (a slow run must not age the posts out of the windows)."""
+    return [
+        _post("at://did:plc:alice/app.bsky.feed.post/1", "bluesky", "alice.bsky.social",
+              "Storm trains Valmont: storm stopped the trains at Valmont", 10,
+              "https://bsky.app/profile/did:plc:alice/post/1", author_id="did:plc:alice",
+              likes=5, lang="en"),
+        _post("https://mastodon.social/users/bob/statuses/2", "mastodon", "bob@mastodon.social",
+              "Trains cancelled by the storm in Valmont", 50, "https://mastodon.social/@bob/2",
+              likes=50, reposts=3, lang="en"),
+        _post("lemonde-3", "rss", "Le Monde", "Tempête storm : les trains supprimés à Valmont",
+              180, "https://www.lemonde.fr/a/3", lang="fr"),
+        _post("4", "jsonl", "carol", "storm trains Valmont update from the station", 2 * 24 * 60,
+              "https://example.org/4", likes=1),
+        _post("reuters-5", "rss", "Reuters", "Storm hits trains in Valmont", 30,
+              "https://www.reuters.com/x/5", lang="en"),
+    ]
+
+
+POSTS = posts()
 
 QUESTION = "storm trains Valmont"
 BASE: dict[str, Any] = {"model": "townsquare",
@@ -275,7 +280,7 @@ def test_the_tables_cover_every_field_of_every_request_model() -> None:
 
 
 async def test_every_honoured_chat_field_changes_the_outcome() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         unchanged = []
         for model, fields in HONOURED.items():
@@ -289,7 +294,7 @@ async def test_every_honoured_chat_field_changes_the_outcome() -> None:
 
 
 async def test_every_refused_value_is_a_400_naming_the_field() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         for model, fields in REFUSED.items():
             for name, patch in fields.items():
@@ -312,7 +317,7 @@ async def test_every_refused_value_is_a_400_naming_the_field() -> None:
 
 async def test_neutral_values_of_unimplemented_parameters_are_accepted() -> None:
     """What SDKs send by default changes nothing, so it is honoured by doing nothing."""
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         resp = await api.client.post("/v1/chat/completions", headers=h, json={
             **BASE, "n": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "logprobs": False,
@@ -324,7 +329,7 @@ async def test_neutral_values_of_unimplemented_parameters_are_accepted() -> None
 
 
 async def test_filters_select_what_they_say() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
 
         async def cited(patch: dict[str, Any]) -> set[str]:
@@ -346,7 +351,7 @@ async def test_filters_select_what_they_say() -> None:
 
 
 async def test_return_citations_false_leaves_no_marker_plain_or_streamed() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         api.llm.enqueue(["Trains stopped [1", "]. Storm [2] too."])
         resp = await api.client.post("/v1/chat/completions", headers=h,
@@ -368,7 +373,7 @@ async def test_return_citations_false_leaves_no_marker_plain_or_streamed() -> No
 
 
 async def test_every_search_field_changes_the_results_or_is_refused() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
 
         async def ids(body: dict[str, Any]) -> list[str]:
@@ -391,7 +396,7 @@ async def test_every_search_field_changes_the_results_or_is_refused() -> None:
 @pytest.mark.parametrize("url", ["/v1/trends?windw=5m", "/v1/posts/jsonl:4?fields=text",
                                  "/v1/models?limit=3"])
 async def test_unknown_query_parameters_are_refused(url: str) -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         resp = await api.client.get(url, headers=h)
         assert resp.status_code == 400
@@ -399,7 +404,7 @@ async def test_unknown_query_parameters_are_refused(url: str) -> None:
 
 
 async def test_other_bodies_refuse_unknown_fields() -> None:
-    async with serve_app(POSTS) as api:
+    async with serve_app(posts()) as api:
         h = Api.auth(api.key("k"))
         resp = await api.client.post("/v1/watches", headers=h,
                                      json={"query": "storm", "exclude_authors": ["x"]})
