@@ -39,6 +39,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # The story loop would otherwise spend scripted LLM responses on summaries in the
     # background; tests of that loop turn it back on.
     monkeypatch.setenv("TOWNSQUARE_STORY_SUMMARIES", "0")
+    # No test reaches the internet: the Bluesky identity lookup runs only where a test
+    # points it at a loopback server.
+    monkeypatch.setenv("TOWNSQUARE_IDENTITY_LOOKUP", "off")
     yield h
 
 

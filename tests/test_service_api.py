@@ -156,7 +156,7 @@ async def test_search_parameters_filter_what_the_model_sees() -> None:
         h = Api.auth(api.key("k"))
         resp = await api.client.post("/v1/chat/completions", headers=h, json=chat(
             "trains?", search_parameters={
-                "sources": [{"type": "x", "excluded_x_handles": ["alice"]}, "jsonl"],
+                "sources": [{"type": "x"}, "jsonl"], "excluded_x_handles": ["alice"],
                 "from_date": "2h", "max_search_results": 3, "return_citations": True}))
         assert resp.status_code == 200
         cited = {c["id"] for c in resp.json()["citations"]}

@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection
 
 from conftest import shared_data
 from replay_servers import open_stream, take_batches, websocket_replay
-from townsquare.model import Batch, Delete, Event, Identity, Post, Quarantine, Upsert
+from townsquare.model import Batch, Delete, Engage, Event, Identity, Post, Quarantine, Upsert
 from townsquare.sources import SourceError, source_from_spec
 from townsquare.sources._net import Bounded
 from townsquare.sources.jetstream import (
@@ -26,6 +26,8 @@ from townsquare.sources.jetstream import (
 CORPUS = "internal_corpus_testdata_expected_v1.jsonl"
 GOLDEN = "internal_subscribe_testdata_golden_v1.jsonl"
 POST = "app.bsky.feed.post"
+LIKE = "app.bsky.feed.like"
+REPOST = "app.bsky.feed.repost"
 
 
 def _lines(name: str) -> list[str]:
@@ -72,13 +74,22 @@ def test_recorded_events_map_to_posts_deletes_and_nothing_else(name: str) -> Non
                 rkey = commit["rkey"]
                 assert parsed.event == Delete(f"bluesky:at://{msg['did']}/{POST}/{rkey}")
                 seen["delete"] += 1
+        elif msg["kind"] == "commit" and commit["collection"] in (LIKE, REPOST) \
+                and commit["operation"] == "create":
+            # A like or repost counts on the post it names.
+            subject = commit["record"]["subject"]["uri"]
+            assert parsed.event == Engage(
+                f"bluesky:{subject}", likes=int(commit["collection"] == LIKE),
+                reposts=int(commit["collection"] == REPOST),
+                record=f"at://{msg['did']}/{commit['collection']}/{commit['rkey']}"), line
+            seen["engage"] += 1
         else:
-            # Likes, follows, reposts, blocks, profiles, other lexicons, account events
-            # and identity events without a handle carry nothing to index.
+            # Follows, blocks, profiles, other lexicons, account events and identity
+            # events without a handle carry nothing to index.
             assert parsed.event is None, line
             seen["ignored"] += 1
-    expected = {CORPUS: (17, 1, 134), GOLDEN: (1, 0, 9)}[name]
-    assert (seen["post"], seen["delete"], seen["ignored"]) == expected
+    expected = {CORPUS: (17, 1, 120, 14), GOLDEN: (1, 0, 2, 7)}[name]
+    assert (seen["post"], seen["delete"], seen["engage"], seen["ignored"]) == expected
 
 
 @pytest.mark.shared

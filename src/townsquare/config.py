@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     story_refresh_s: float = 30.0
     #: Top stories of the last hour the refresh keeps summarized (regular mode; 0: on request).
     story_summaries: int = 5
+    #: Bluesky handles for authors known only by DID (app.bsky.actor.getProfiles):
+    #: auto (when serve runs a Jetstream source), on, off.
+    identity_lookup: Literal["auto", "on", "off"] = "auto"
+    identity_lookup_url: str = "https://public.api.bsky.app"
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     #: LLM backends a caller may pick with ``model: "townsquare:<backend>"`` besides ``llm``
     #: (empty: only the configured one; a caller can never load another backend).

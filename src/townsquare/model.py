@@ -66,6 +66,13 @@ class Post:
     quote_of: str | None = None
     indexed_at: datetime | None = None
     raw: Any = None
+    #: Engagement counts where the source gives them (None: unknown, not zero).
+    #: Mastodon reports all four; Bluesky likes and reposts are counted from
+    #: Jetstream's like/repost records (see :class:`Engage`).
+    likes: int | None = None
+    reposts: int | None = None
+    replies: int | None = None
+    quotes: int | None = None
 
     def __post_init__(self) -> None:
         if self.author_id is None:
@@ -96,6 +103,10 @@ class Post:
             "mentions": list(self.mentions),
             "reply_to": self.reply_to,
             "quote_of": self.quote_of,
+            "likes": self.likes,
+            "reposts": self.reposts,
+            "replies": self.replies,
+            "quotes": self.quotes,
         }
 
 
@@ -123,10 +134,28 @@ class Delete:
 
 @dataclass(slots=True)
 class Identity:
-    """An author's handle changed (Bluesky identity events): ``did`` -> ``handle``."""
+    """An author's handle changed (Bluesky identity events, the identity lookup):
+    ``did`` -> ``handle``, and the display name when the event carries one."""
 
     did: str
     handle: str
+    display_name: str | None = None
+
+
+@dataclass(slots=True)
+class Engage:
+    """Engagement counted from the stream: add these to a post's counts.
+
+    Jetstream's like and repost records name the post they are about; the
+    source emits one per record (never for a record replayed after a
+    reconnect), and the store adds them up per post in the batch.
+    """
+
+    post_id: str
+    likes: int = 0
+    reposts: int = 0
+    #: The record that counted (``at://did/app.bsky.feed.like/rkey``): the bus's dedup key.
+    record: str = ""
 
 
 @dataclass(slots=True)
@@ -138,7 +167,7 @@ class Quarantine:
     reason: str
 
 
-Event = Upsert | Delete | Identity | Quarantine
+Event = Upsert | Delete | Identity | Engage | Quarantine
 
 
 @dataclass(slots=True)

@@ -94,7 +94,8 @@ from townsquare.answer.sanitize import clean_text
 from townsquare.answer.verify import Gate, Verification
 from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
 from townsquare.model import Post, iso
-from townsquare.retrieval import Retriever, SearchRequest
+from townsquare.retrieval import Retriever, SearchRequest, Sort
+from townsquare.retrieval.threads import find_post, gather
 from townsquare.store.base import Conversation, SearchFilters, Store, StoredMessage
 from townsquare.timeutil import utcnow
 
@@ -129,6 +130,12 @@ class AnswerRequest:
     model: str | None = None
     max_tokens: int = 320
     temperature: float | None = None
+    #: Sampling options passed to the LLM as given (None: the backend's default).
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    #: Retrieval order: relevance (with recency), latest, top (engagement).
+    sort: Sort = "relevance"
     persist: bool = True
     #: Earlier turns supplied by the caller instead of a stored conversation (stateless
     #: APIs such as /v1/chat/completions). Only user/assistant turns are used: a
@@ -299,17 +306,23 @@ class AnswerEngine:
             yield Final(await turn.finish(text, [], declined=decision.category))
             return
 
-        plan = await asyncio.to_thread(
-            understand, question, now, request.filters, history, request.search
-        )
+        plan = await asyncio.to_thread(functools.partial(
+            understand, question, now, request.filters, history, request.search,
+            directory=self.store,
+        ))
         turn.plan = plan
         posts: list[Post] = []
-        if plan.retrieve:
+        if plan.thread_of is not None:  # "explain this post": its thread is the context
+            posts = await asyncio.to_thread(thread_context, self.store, plan.thread_of)
+        if plan.retrieve and not (posts and not plan.search_text):
             search = SearchRequest(
-                plan.search_text, plan.filters, limit=max(1, request.max_search_results)
+                plan.search_text, plan.filters, limit=max(1, request.max_search_results),
+                sort=request.sort, boost_authors=plan.boost_authors,
             )
             hits = await asyncio.to_thread(self.retriever.search, search, now)
-            posts = [h.post for h in hits]
+            found = [h.post for h in hits]
+            limit = len(posts) + max(1, request.max_search_results)
+            posts = _merge(posts, found, limit) if posts else found
         if self.trending is not None and asks_trending(question):
             trend_posts = await asyncio.to_thread(self.trending)
             if trend_posts:
@@ -346,6 +359,9 @@ class AnswerEngine:
         options = GenerationOptions(max_tokens=request.max_tokens)
         if request.temperature is not None:
             options.temperature = request.temperature
+        if request.top_p is not None:
+            options.top_p = request.top_p
+        options.stop, options.seed = list(request.stop), request.seed
         generation = llm.generate(prompt.messages, options)
         pieces = generation.__aiter__()
         shown = False
@@ -431,6 +447,12 @@ _TRENDING_RE = re.compile(
 def asks_trending(question: str) -> bool:
     """Whether the question asks what is trending or happening now (en, fr)."""
     return _TRENDING_RE.search(question.replace("\u2019", "'")) is not None
+
+
+def thread_context(store: Store, ref: str) -> list[Post]:
+    """The posts of the thread a question names (none when the post is unknown)."""
+    post = find_post(ref, store)
+    return gather(store, post, replies=12, quotes=6).posts() if post is not None else []
 
 
 def _merge(first: list[Post], rest: list[Post], limit: int) -> list[Post]:

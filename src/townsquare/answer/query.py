@@ -13,7 +13,17 @@ model rewriting queries would be slower and worse):
    alice" (an author filter) unless it is the topic ("about @alice",
    "mentioning @alice", "sur @alice"), in which case it stays a search term.
    ``#tag`` filters on the hashtag and is also kept as a search word.
-3. **Follow-ups are rewritten with the conversation.** "and what about him?",
+3. **Names of speakers become authors.** "what does Dupont say about the
+   strike?", "que pense Mélenchon de ...", "posts by jean dupont", "who is
+   @x?" name the account that speaks, not the topic: the name (case and
+   accents folded, display names and handle fragments) is looked up in the
+   author directory; one account matching every word becomes an author
+   filter, several become a ranking boost. A name in topic position ("what
+   are people saying about Macron?") stays a search word, so a post
+   *about* someone is never presented as theirs.
+4. **"Explain this post <url or id>"** names a post whose thread (parent
+   chain, quotes, replies) the engine gives the model (``thread_of``).
+5. **Follow-ups are rewritten with the conversation.** "and what about him?",
    "et hier ?", "why?" carry the previous turn's topic and filters; pronouns
    for people resolve to the last person or @handle mentioned. The plan of
    each turn is saved with its message (:meth:`QueryPlan.to_meta`) so the next
@@ -29,10 +39,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from townsquare.model import MENTION_RE, extract_hashtags
 from townsquare.store.base import SearchFilters, StoredMessage
+from townsquare.store.people import Author
+from townsquare.textfold import words as folded_words
 from townsquare.timeutil import parse_time
 
 SearchMode = Literal["auto", "on", "off"]
@@ -167,6 +179,119 @@ _NAME_STOP = frozenset(
 )
 
 
+class Directory(Protocol):
+    """What name resolution needs from the author directory (a Store has it)."""
+
+    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
+        ...
+
+    def get_author(self, key: str) -> Author | None: ...
+
+
+_VERBS = (r"(?:say|said|saying|says|think|thinks|thinking|thought|post|posted|posting|posts|"
+          r"write|wrote|writing|writes|tweet|tweeted|tweeting|claim|claimed|claims|claiming|"
+          r"report|reported|reporting|reports|argue|argued|argues|mean|means|feel|feels)")
+_SPEAKER_RULES = [
+    re.compile(r"\b(?:what|how|why)\s+(?:does|did|do|is|are|was|has|have|had)\s+"
+               r"(?P<who>[^?!,;]{2,60}?)\s+" + _VERBS + r"\b", re.IGNORECASE),
+    re.compile(r"\b(?:posts?|tweets?|views?|opinions?|takes?|thoughts?|words|statements?|"
+               r"messages?)\s+(?:by|from|of)\s+(?P<who>[^?!,;]{2,60}?)"
+               r"(?=\s+(?:on|about|regarding|concerning|sur|today|yesterday|this|in)\b|[?!.,;]|$)",
+               re.IGNORECASE),
+    re.compile(r"\baccording\s+to\s+(?P<who>[^?!,;]{2,60}?)"
+               r"(?=\s+(?:on|about|regarding|concerning)\b|[?!.,;]|$)", re.IGNORECASE),
+    re.compile(r"\b(?:que|qu['’]est-ce\s+que)\s+(?:dit|pense|disent|pensent|a\s+dit|"
+               r"[eé]crit|raconte|d[ée]clare)\s+(?P<who>[^?!,;]{2,60}?)"
+               r"(?=\s+(?:sur|de|du|des|à|a\s+propos|au\s+sujet|concernant)\b|[?!.,;]|$)",
+               re.IGNORECASE),
+    re.compile(r"\bqu['’]est-ce\s+que\s+(?P<who>[^?!,;]{2,60}?)\s+(?:dit|pense|a\s+dit|"
+               r"[eé]crit|raconte)\b", re.IGNORECASE),
+    re.compile(r"\b(?:selon|d['’]apr[eè]s)\s+(?P<who>[^?!,;]{2,60}?)"
+               r"(?=\s+(?:sur|concernant)\b|[?!.,;]|$)", re.IGNORECASE),
+]
+_WHO_IS = re.compile(
+    r"^\s*(?:who(?:'s|\s+is|\s+are)|qui\s+est|c['’]est\s+qui)\s+(?P<who>@?[\w.@'’ -]{2,60}?)"
+    r"\s*[?!.]*\s*$",
+    re.IGNORECASE,
+)
+#: Words around a name that are not the name (titles, articles, "people").
+_NOT_NAME = frozenset(
+    """the a an mr mrs ms dr prof president presidente president minister ministre senator
+    senateur mayor maire madame monsieur mme mlle m le la les l de du des people folks
+    everyone anyone they them he she il elle ils elles on gens""".split()
+)
+_EXPLAIN = re.compile(
+    r"\b(?:explain|explique[rz]?|context(?:e)?\s+(?:of|for|de)|what\s+is\s+this\s+post"
+    r"|thread\s+(?:of|for)|summari[sz]e\s+(?:this\s+)?(?:post|thread))\b"
+    r".*?(?P<ref>https?://\S+|(?:bluesky|mastodon|rss|jsonl|demo):\S+)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(slots=True)
+class People:
+    """Names in a question resolved against the directory."""
+
+    #: Account ids to filter on (one account matched every word of a name).
+    authors: list[str] = field(default_factory=list)
+    #: Account ids to rank higher (a name matched several accounts).
+    boost: list[str] = field(default_factory=list)
+    #: The words of the names that matched (taken out of the search text).
+    words: list[str] = field(default_factory=list)
+
+
+def speaker_names(question: str) -> list[str]:
+    """Names in speaker position ("what does X say", "posts by X", "que dit X")."""
+    found: dict[str, None] = {}
+    for rule in _SPEAKER_RULES:
+        for m in rule.finditer(question):
+            who = m.group("who").strip()
+            if who and not who.startswith(("@", "#")):
+                found.setdefault(who, None)
+    return list(found)
+
+
+def resolve_name(name: str, directory: Directory) -> People:
+    """One name -> an author filter (one full match) or a boost (several)."""
+    parts = [w for w in folded_words(name) if w not in _NOT_NAME and w not in _STOP]
+    if not parts or len(parts) > 4:
+        return People()
+    # Accounts that never posted here (known from identity events only) cannot speak.
+    matches = [(a, n) for a, n in directory.find_authors(parts, limit=20) if a.posts > 0]
+    full = [a for a, n in matches if n >= len(parts)]
+    if len(full) == 1:
+        return People(authors=[full[0].id], words=parts)
+    if full:
+        return People(boost=[a.id for a in full[:10]], words=parts)
+    # No account has every word: the last word is the surname most people go by.
+    last = [a for a, _ in directory.find_authors(parts[-1:], limit=10) if a.posts > 0]
+    if last and len(parts) > 1:
+        return People(boost=[a.id for a in last], words=parts)
+    return People()
+
+
+def resolve_people(question: str, directory: Directory) -> People:
+    out = People()
+    for name in speaker_names(question):
+        got = resolve_name(name, directory)
+        out.authors += got.authors
+        out.boost += got.boost
+        out.words += got.words
+    return out
+
+
+def explain_target(question: str) -> str | None:
+    """The post an "explain this post <url or id>" question names, as written."""
+    m = _EXPLAIN.search(question)
+    return m.group("ref").rstrip(").,;!?»\"'") if m else None
+
+
+def who_is(question: str) -> str | None:
+    """The account a "who is @x?" question asks about, as written."""
+    m = _WHO_IS.match(question)
+    return m.group("who").strip() if m else None
+
+
 @dataclass(slots=True)
 class QueryPlan:
     """What retrieval will be asked, and why (shown with ``--json`` for transparency)."""
@@ -178,6 +303,10 @@ class QueryPlan:
     window: str = ""
     followup: bool = False
     retrieve: bool = True
+    #: Authors the question names but not surely (several match): ranked higher.
+    boost_authors: list[str] = field(default_factory=list)
+    #: The post an "explain this post" question names (a URL or an id, as written).
+    thread_of: str | None = None
 
     def to_meta(self) -> dict[str, Any]:
         f = self.filters
@@ -190,6 +319,8 @@ class QueryPlan:
             "window": self.window,
             "followup": self.followup,
             "retrieve": self.retrieve,
+            "boost_authors": list(self.boost_authors),
+            "thread_of": self.thread_of,
         }
 
 
@@ -270,27 +401,53 @@ def understand(
     explicit: SearchFilters | None = None,
     history: Sequence[StoredMessage] = (),
     search: SearchMode = "auto",
+    directory: Directory | None = None,
 ) -> QueryPlan:
-    """Plan the search for ``question`` asked at ``now`` after ``history``."""
+    """Plan the search for ``question`` asked at ``now`` after ``history``.
+
+    ``directory`` (the store) resolves speakers' names to authors; without
+    it names stay search words.
+    """
     explicit = explicit or SearchFilters()
-    text, since, until, window = parse_time_phrases(question, now)
+    thread_of = explain_target(question)
+    if thread_of is not None:
+        question_text = question.replace(thread_of, " ")
+    else:
+        question_text = question
+    text, since, until, window = parse_time_phrases(question_text, now)
+    whois = who_is(text)
     text, author_handles, _topics = split_handles(text)
-    hashtags = extract_hashtags(question)
+    if whois is not None and whois.startswith("@") and not author_handles:
+        author_handles = [whois[1:].lower()]
+    hashtags = extract_hashtags(question_text)
     found = SearchFilters(since=since, until=until, authors=author_handles, hashtags=hashtags)
+    people = People()
+    if directory is not None and not author_handles:
+        if whois is not None:
+            people = resolve_name(whois, directory)
+        else:
+            people = resolve_people(text, directory)
+        found.authors = list(people.authors)
 
     prev_user = next((m for m in reversed(history) if m.role == "user"), None)
     prev_answer = next((m for m in reversed(history) if m.role == "assistant"), None)
     followup = is_followup(question, prev_user is not None)
-    search_words = content_words(text.replace("#", " "))
+    named = set(people.words)
+    search_words = [w for w in content_words(text.replace("#", " "))
+                    if not (named and set(folded_words(w)) <= named)]
+    if whois is not None and (found.authors or people.boost):
+        search_words = []  # "who is X?": their own recent posts say it best
+    if thread_of is not None:
+        search_words = [w for w in search_words if w not in _EXPLAIN_WORDS]
     if followup and prev_user is not None:
         prev_plan: dict[str, Any] = prev_user.meta.get("plan") or {}
         words = [w.lower() for w in _WORD_RE.findall(question)]
         if any(w in _PERSON_PRONOUNS for w in words):
-            people = entities(prev_user.content) or (
+            mentioned = entities(prev_user.content) or (
                 entities(prev_answer.content) if prev_answer else []
             )
-            if people:
-                who = people[-1]
+            if mentioned:
+                who = mentioned[-1]
                 if who.startswith("@") and not found.authors:
                     found.authors = [who[1:]]
                 else:
@@ -310,7 +467,15 @@ def understand(
         window=window if not (explicit.since or explicit.until) else "",
         followup=followup,
         retrieve=retrieve,
+        boost_authors=list(people.boost),
+        thread_of=thread_of,
     )
+
+
+_EXPLAIN_WORDS = frozenset(
+    "explain explique expliquer expliquez post thread context contexte summarize summarise "
+    "résume resume".split()
+)
 
 
 def _inherit(found: SearchFilters, prev: dict[str, Any], window: str) -> SearchFilters:
@@ -329,7 +494,8 @@ def _inherit(found: SearchFilters, prev: dict[str, Any], window: str) -> SearchF
 def _merge(explicit: SearchFilters, found: SearchFilters) -> SearchFilters:
     """Explicit filters win; lists from the question are added to explicit ones."""
     window = explicit if explicit.since or explicit.until else found
-    return SearchFilters(
+    return replace(
+        explicit,
         since=window.since,
         until=window.until,
         authors=list(dict.fromkeys([*explicit.authors, *found.authors])),

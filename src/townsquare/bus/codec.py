@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from townsquare.model import Delete, Event, Identity, Post, Quarantine, Upsert, iso
+from townsquare.model import Delete, Engage, Event, Identity, Post, Quarantine, Upsert, iso
 from townsquare.timeutil import parse_time
 
 VERSION = 1
@@ -53,7 +53,7 @@ def _safe_id(text: str) -> str:
 
 def _digest(p: Post) -> str:
     fields = (p.text, iso(p.created_at), p.author, p.author_name, p.url, p.lang, p.reply_to,
-              p.quote_of, " ".join(p.hashtags))
+              p.quote_of, " ".join(p.hashtags), p.likes, p.reposts, p.replies, p.quotes)
     return hashlib.blake2b(json.dumps(fields).encode(), digest_size=8).hexdigest()
 
 
@@ -94,8 +94,16 @@ def encode(event: Event, max_bytes: int) -> Envelope:
     if isinstance(event, Identity):
         return Envelope(
             _safe_id(f"identity:{event.did}:{event.handle}"),
-            _dumps({"v": VERSION, "op": "identity", "did": event.did, "handle": event.handle}),
+            _dumps({"v": VERSION, "op": "identity", "did": event.did, "handle": event.handle,
+                    "display_name": event.display_name}),
             "identity",
+        )
+    if isinstance(event, Engage):
+        return Envelope(
+            _safe_id(f"engage:{event.post_id}:{event.record or _digest_engage(event)}"),
+            _dumps({"v": VERSION, "op": "engage", "post_id": event.post_id,
+                    "likes": event.likes, "reposts": event.reposts, "record": event.record}),
+            "engage",
         )
     digest = hashlib.sha256(event.raw + b"\0" + event.reason.encode()).hexdigest()
     return Envelope(
@@ -122,7 +130,11 @@ def decode(data: bytes) -> Event:
     if op == "delete":
         return Delete(id=_str(obj, "id"))
     if op == "identity":
-        return Identity(did=_str(obj, "did"), handle=_str(obj, "handle"))
+        return Identity(did=_str(obj, "did"), handle=_str(obj, "handle"),
+                        display_name=_opt(obj, "display_name"))
+    if op == "engage":
+        return Engage(post_id=_str(obj, "post_id"), likes=_int(obj, "likes"),
+                      reposts=_int(obj, "reposts"), record=_opt(obj, "record") or "")
     if op == "quarantine":
         try:
             raw = base64.b64decode(_str(obj, "raw", empty=True), validate=True)
@@ -144,6 +156,26 @@ def _opt(obj: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise DecodeError(f"field {key!r} must be a string or null")
     return value
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"field {key!r} must be an integer")
+    return value
+
+
+def _count(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DecodeError(f"field {key!r} must be a count or null")
+    return value
+
+
+def _digest_engage(event: Engage) -> str:
+    return hashlib.sha256(f"{event.post_id}:{event.likes}:{event.reposts}".encode()).hexdigest()
 
 
 def _tags(obj: dict[str, Any], key: str) -> list[str]:
@@ -179,4 +211,8 @@ def _post(obj: Any) -> Post:
         reply_to=_opt(obj, "reply_to"),
         quote_of=_opt(obj, "quote_of"),
         raw=obj.get("raw"),
+        likes=_count(obj, "likes"),
+        reposts=_count(obj, "reposts"),
+        replies=_count(obj, "replies"),
+        quotes=_count(obj, "quotes"),
     )

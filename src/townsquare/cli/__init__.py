@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "townsquare.cli.trends_cmds",
     "townsquare.cli.index_cmds",
     "townsquare.cli.eval_cmds",
+    "townsquare.cli.people_cmds",
 )
 
 

@@ -29,6 +29,7 @@ from townsquare.answer.prompt import describe_age
 from townsquare.cli import CliContext, pass_ctx
 from townsquare.cli.ingest_cmds import filter_options
 from townsquare.llm.base import LLMError
+from townsquare.retrieval import SORTS
 from townsquare.runtime import Runtime
 from townsquare.store import SearchFilters
 from townsquare.timeutil import parse_since, parse_time
@@ -50,6 +51,8 @@ def _filter_options(fn: Any) -> Any:
                      help="Posts given to the model."),
         click.option("--search", type=click.Choice(["auto", "on", "off"]), default="auto",
                      show_default=True, help="Search posts: auto (not for small talk), on, off."),
+        click.option("--sort", type=click.Choice(SORTS), default="relevance", show_default=True,
+                     help="Posts given to the model: relevance, latest, top (engagement)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -139,6 +142,7 @@ def _request(question: str, opts: dict[str, Any], conversation: str | None) -> A
         max_search_results=opts.get("max_results") or 8,
         search=opts.get("search") or "auto",
         model=opts.get("model"),
+        sort=opts.get("sort") or "relevance",
     )
 
 

@@ -15,7 +15,7 @@ from townsquare.cli import CliContext, pass_ctx
 from townsquare.ingest import Ingestor, IngestStats
 from townsquare.model import iso
 from townsquare.registry import UnknownBackend
-from townsquare.retrieval import SearchRequest
+from townsquare.retrieval import SORTS, SearchRequest
 from townsquare.runtime import Runtime
 from townsquare.sources import SOURCES, SourceError
 from townsquare.store import SearchFilters
@@ -42,6 +42,8 @@ def _progress_line(stats: IngestStats) -> str:
 @click.option("--timeline", help="mastodon: public, public:local or hashtag:TAG.")
 @click.option("--token", envvar="TOWNSQUARE_MASTODON_TOKEN", help="mastodon: access token.")
 @click.option("--transport", type=click.Choice(["sse", "websocket"]), help="mastodon transport.")
+@click.option("--engagement/--no-engagement", default=None,
+              help="jetstream: also read likes and reposts and count them (default on).")
 @click.option("--embedder", help="Embedder for dense indexing (default from config).")
 @click.option("--publish", metavar="NATS_URL", help="Publish normalized posts to NATS "
               "JetStream instead of writing the store (see `townsquare index`).")
@@ -175,6 +177,8 @@ def filter_options(fn: Any) -> Any:
 @click.option("--limit", "-n", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--mode", type=click.Choice(["hybrid", "lexical", "dense", "recent"]),
               default="hybrid", show_default=True)
+@click.option("--sort", type=click.Choice(SORTS), default="relevance", show_default=True,
+              help="relevance (with recency), latest, or top (most engagement) first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @pass_ctx
 def search(
@@ -188,6 +192,7 @@ def search(
     langs: tuple[str, ...],
     limit: int,
     mode: str,
+    sort: str,
     as_json: bool,
 ) -> None:
     """Search stored posts by keywords and meaning, freshest first among equals.
@@ -198,7 +203,8 @@ def search(
     runtime = Runtime(cli.settings, read_only=True)
     try:
         hits = runtime.retriever.search(
-            SearchRequest(query=query, filters=filters, limit=limit, mode=mode)  # type: ignore[arg-type]
+            SearchRequest(query=query, filters=filters, limit=limit, mode=mode,  # type: ignore[arg-type]
+                          sort=sort)  # type: ignore[arg-type]
         )
     finally:
         runtime.close()
@@ -212,6 +218,8 @@ def search(
                 "url": h.post.url,
                 "source": h.post.source,
                 "lang": h.post.lang,
+                "likes": h.post.likes,
+                "reposts": h.post.reposts,
                 "score": round(h.score, 6),
             }
             for h in hits

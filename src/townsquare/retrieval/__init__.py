@@ -1,5 +1,5 @@
 """Retrieval: hybrid lexical + dense + recency search over a store."""
 
-from townsquare.retrieval.hybrid import Retriever, SearchHit, SearchRequest
+from townsquare.retrieval.hybrid import SORTS, Retriever, SearchHit, SearchRequest, Sort
 
-__all__ = ["Retriever", "SearchHit", "SearchRequest"]
+__all__ = ["SORTS", "Retriever", "SearchHit", "SearchRequest", "Sort"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from townsquare.index.dense import DenseIndex
 
 Mode = Literal["hybrid", "lexical", "dense", "recent"]
+#: relevance: fused rank x recency; latest: the relevant posts, newest first; top: the
+#: relevant posts with the most engagement first (likes, reposts, replies, quotes).
+Sort = Literal["relevance", "latest", "top"]
+SORTS: tuple[Sort, ...] = ("relevance", "latest", "top")
+#: Score factor for posts by an author the question names ambiguously (see answer/query.py).
+AUTHOR_BOOST = 3.0
 RRF_K = 60
 RECENCY_FLOOR = 0.25
 #: How stale the in-process dense index may be before a search pulls new vectors.
@@ -41,6 +47,9 @@ class SearchRequest:
     filters: SearchFilters = field(default_factory=SearchFilters)
     limit: int = 10
     mode: Mode = "hybrid"
+    sort: Sort = "relevance"
+    #: Author ids or handles whose posts rank higher (names resolved with doubt).
+    boost_authors: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -85,14 +94,21 @@ class Retriever:
             return self.dense.sync(self.store)
 
     def search(self, req: SearchRequest, now: datetime | None = None) -> list[SearchHit]:
+        if req.boost_authors and not req.filters.authors:
+            return self._boosted(req, now)
         limit = max(1, min(req.limit, 1000))
         now = now or utcnow()
         query = req.query.strip()
         mode: Mode = req.mode if query else "recent"
-        if mode == "recent":
+        if mode == "recent" and req.sort != "top":
             cands = self.store.recent(req.filters, limit)
             posts = self.store.posts_by_keys([c.key for c in cands])
             return [SearchHit(posts[c.key], c.score) for c in cands if c.key in posts]
+        if mode == "recent":  # the most engaged among the newest
+            cands = self.store.recent(req.filters, max(200, limit * 20))
+            posts = self.store.posts_by_keys([c.key for c in cands])
+            return order([SearchHit(posts[c.key], c.score) for c in cands if c.key in posts],
+                         "top")[:limit]
 
         depth = max(50, limit * 5)
         lexical: list[Candidate] = []
@@ -126,5 +142,33 @@ class Retriever:
             age = max(0.0, (now - post.created_at).total_seconds())
             decay = RECENCY_FLOOR + (1 - RECENCY_FLOOR) * 0.5 ** (age / half_life_s)
             hits.append(SearchHit(post, rrf * decay, lr, dr))
-        hits.sort(key=lambda h: h.score, reverse=True)
-        return hits[:limit]
+        return order(hits, req.sort)[:limit]
+
+
+    def _boosted(self, req: SearchRequest, now: datetime | None) -> list[SearchHit]:
+        """Named authors first: their own matches are searched for (a boost on the general
+        list alone cannot lift a post that list never reached), then merged, scaled up."""
+        theirs = self.search(replace(req, boost_authors=[], filters=replace(
+            req.filters, authors=list(req.boost_authors))), now)
+        everyone = self.search(replace(req, boost_authors=[]), now)
+        merged: dict[str, SearchHit] = {h.post.id: h for h in everyone}
+        for h in theirs:
+            h.score *= AUTHOR_BOOST
+            merged[h.post.id] = h
+        return order(list(merged.values()), req.sort)[: max(1, min(req.limit, 1000))]
+
+
+def engagement(post: Post) -> int:
+    """One number for "how big": likes, plus reposts, replies and quotes counted double."""
+    return (post.likes or 0) + 2 * ((post.reposts or 0) + (post.replies or 0)
+                                    + (post.quotes or 0))
+
+
+def order(hits: list[SearchHit], sort: Sort) -> list[SearchHit]:
+    """Hits in the requested order (ties keep the relevance order)."""
+    hits.sort(key=lambda h: h.score, reverse=True)
+    if sort == "latest":
+        hits.sort(key=lambda h: h.post.created_at, reverse=True)
+    elif sort == "top":
+        hits.sort(key=lambda h: engagement(h.post), reverse=True)
+    return hits

@@ -41,7 +41,7 @@ from contextlib import asynccontextmanager, suppress
 from importlib import import_module
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from townsquare import __version__
 from townsquare.runtime import Runtime
@@ -49,6 +49,7 @@ from townsquare.service import chat, conversations, data, models, ops, watches
 from townsquare.service.auth import Authenticator
 from townsquare.service.deps import Services, declare_security
 from townsquare.service.errors import install_error_handlers
+from townsquare.service.fields import refuse_unknown_query
 from townsquare.service.ledger import UsageLedger
 from townsquare.service.limits import Limiter, MonthlyQuota, RateLimiter
 from townsquare.service.metrics import CachedStats, Metrics
@@ -118,6 +119,9 @@ def create_app(
         if trends and every > 0:
             background.append(asyncio.create_task(
                 _run_story_loop(services, app.state.watches, every), name="story-loop"))
+        lookup = _identity_lookup(services)
+        if lookup is not None:
+            background.append(asyncio.create_task(lookup.run(), name="identity-lookup"))
         try:
             yield
         finally:
@@ -140,6 +144,7 @@ def create_app(
         docs_url=None,  # Swagger UI loads from a CDN: not offline, not under our CSP
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
     install_error_handlers(app)
@@ -172,6 +177,17 @@ def _limiter(runtime: Runtime) -> Limiter:
     from townsquare.service.shared_limits import RedisRateLimiter
 
     return RedisRateLimiter(url)
+
+
+def _identity_lookup(services: Services) -> Any:
+    """The Bluesky handle lookup, when the settings and the running sources want it."""
+    from townsquare.ingest.identity import IdentityLookup, lookup_wanted
+
+    settings = services.runtime.settings
+    kinds = [s.kind for s in services.supervisor.statuses()] if services.supervisor else []
+    if not lookup_wanted(settings.identity_lookup, kinds):
+        return None
+    return IdentityLookup(services.runtime.store, settings.identity_lookup_url)
 
 
 async def _start_background(services: Services, trends: bool) -> None:

@@ -63,9 +63,11 @@ from townsquare.service.openai_compat import (
     DONE,
     ChatCompletionRequest,
     ChunkWriter,
+    MarkerStripper,
     chat_completion,
     completion_id,
     now_s,
+    strip_markers,
     usage_dict,
 )
 
@@ -158,9 +160,10 @@ async def _answer_request(
     question, history = _question_and_history(body, settings.max_message_chars)
     params = body.search_parameters
     try:
-        filters = params.filters() if params is not None else None
+        filters = body.filters()
     except ValueError as exc:
-        raise ApiError(400, str(exc), code="invalid_value", param="search_parameters") from None
+        param = str(exc).partition(":")[0].partition(".")[0] or "search_parameters"
+        raise ApiError(400, str(exc), code="invalid_value", param=param) from None
     persist = body.store is not False
     conversation_id = body.conversation_id
     if conversation_id is None and history and persist:
@@ -172,9 +175,13 @@ async def _answer_request(
         conversation_id=conversation_id,
         owner=who.owner,
         mode=persona,
-        search=params.mode if params is not None else "auto",
+        search=body.search_mode(),
         model=backend,
         persist=persist,
+        top_p=body.top_p,
+        stop=body.stops(),
+        seed=body.seed,
+        sort=params.sort if params is not None else "relevance",
     )
     if filters is not None:
         request.filters = filters
@@ -253,13 +260,31 @@ def _citations(services: Services, answer: Answer) -> list[dict[str, Any]]:
     return out
 
 
+def search_results(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Perplexity's ``search_results``: the posts the answer was written from."""
+    return [
+        {
+            "title": f"@{c['author']}" + (f" ({c['author_name']})" if c.get("author_name")
+                                          else ""),
+            "url": c.get("url"),
+            "date": str(c.get("created_at") or "")[:10] or None,
+            "last_updated": c.get("created_at"),
+            "snippet": c.get("text"),
+            "id": c.get("id"),
+            "source": c.get("source"),
+        }
+        for c in citations
+    ]
+
+
 async def _extras(
     services: Services, answer: Answer, body: ChatCompletionRequest
 ) -> dict[str, Any]:
-    return_citations = body.search_parameters is None or body.search_parameters.return_citations
+    return_citations = body.wants_citations()
     citations = await asyncio.to_thread(_citations, services, answer) if return_citations else []
     extra: dict[str, Any] = {
         "citations": citations,
+        "search_results": search_results(citations),
         "conversation_id": answer.conversation_id,
         "as_of": iso(answer.as_of),
         "mode": answer.mode,
@@ -315,8 +340,9 @@ async def chat_completions(
     _meter(services, who, model, answer)
     extra = await _extras(services, answer, body)
     usage = usage_dict(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    text = answer.answer if body.wants_citations() else strip_markers(answer.answer)
     return JSONResponse(
-        chat_completion(cid, created, model, answer.answer, _finish_reason(answer, request),
+        chat_completion(cid, created, model, text, _finish_reason(answer, request),
                         usage, extra)
     )
 
@@ -366,16 +392,21 @@ async def _stream(
     writer = ChunkWriter(cid, model, created)
     answer: Answer | None = None
     sent = 0
+    stripper = MarkerStripper() if not body.wants_citations() else None
     try:
         yield writer.role()
         event: AnswerEvent | None = first
         while event is not None:
             if isinstance(event, Delta):
-                if event.text:
+                text = stripper.feed(event.text) if stripper is not None else event.text
+                if text:
                     sent += 1
-                    yield writer.delta(event.text)
+                    yield writer.delta(text)
             else:
                 answer = event.answer
+                tail = stripper.finish() if stripper is not None else ""
+                if tail:
+                    yield writer.delta(tail)
                 break
             event = await anext(events, None)
     except LLMError as exc:

@@ -21,13 +21,15 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from townsquare.model import iso
-from townsquare.retrieval import SearchRequest
+from townsquare.retrieval import SearchRequest, Sort
+from townsquare.retrieval.threads import find_post, gather
 from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
 from townsquare.service.fields import Text
 from townsquare.service.limits import month_start, tier_summary
-from townsquare.store.base import SearchFilters
+from townsquare.store.base import SearchFilters, normalize_domain
+from townsquare.store.people import search_authors
 from townsquare.timeutil import parse_since
 
 router = APIRouter(prefix="/v1")
@@ -48,8 +50,15 @@ class SearchBody(BaseModel):
                                 description="bluesky, mastodon, rss, jsonl, demo")
     langs: list[Text] = Field(default_factory=list, max_length=20)
     hashtags: list[Text] = Field(default_factory=list, max_length=20)
+    domains: list[Text] = Field(default_factory=list, max_length=50,
+                                description="only posts whose URL is on these sites")
+    exclude_domains: list[Text] = Field(default_factory=list, max_length=50)
+    min_likes: int | None = Field(None, ge=0, description="at least this many likes (where "
+                                  "the source counts them)")
     limit: int = Field(10, ge=1, le=100)
     mode: Literal["hybrid", "lexical", "dense", "recent"] = "hybrid"
+    sort: Sort = Field("relevance", description="relevance (with recency), latest, top "
+                       "(engagement)")
 
 
 def parse_bound(value: str | None, param: str) -> datetime | None:
@@ -68,6 +77,9 @@ def filters_of(body: SearchBody) -> SearchFilters:
         sources=list(body.sources),
         langs=list(body.langs),
         hashtags=[h.lower().lstrip("#") for h in body.hashtags],
+        domains=[normalize_domain(d) for d in body.domains],
+        exclude_domains=[normalize_domain(d) for d in body.exclude_domains],
+        min_likes=body.min_likes,
     )
 
 
@@ -86,6 +98,10 @@ class PostOut(BaseModel):
     mentions: list[str]
     reply_to: str | None
     quote_of: str | None
+    likes: int | None
+    reposts: int | None
+    replies: int | None
+    quotes: int | None
 
 
 class SearchHitOut(PostOut):
@@ -111,7 +127,7 @@ async def search(
     services: Services = Depends(get_services),
 ) -> Response:
     req = SearchRequest(query=body.query, filters=filters_of(body), limit=body.limit,
-                        mode=body.mode)
+                        mode=body.mode, sort=body.sort)
     retriever = services.runtime.retriever
 
     async def compute() -> bytes:
@@ -126,6 +142,68 @@ async def search(
     body_bytes = await services.search_cache.get(body.model_dump_json(), compute)
     services.meter(who, "search", 0, 0, "/v1/search")
     return Response(body_bytes, media_type="application/json")
+
+
+@router.get("/posts/{post_id:path}/thread",
+            summary="A post with its parent chain, the post it quotes, its replies and quotes")
+async def get_thread(
+    post_id: str,
+    replies: int = Query(30, ge=0, le=200, description="at most this many replies"),
+    quotes: int = Query(20, ge=0, le=200, description="at most this many quotes"),
+    who: Principal = Depends(get_principal),
+    services: Services = Depends(get_services),
+) -> dict[str, Any]:
+    store = services.runtime.store
+
+    def read() -> dict[str, Any] | None:
+        post = find_post(post_id, store)
+        return gather(store, post, replies, quotes).to_dict() if post is not None else None
+
+    thread = await asyncio.to_thread(read)
+    services.meter(who, "posts", 0, 0, "/v1/posts/thread")
+    if thread is None:
+        raise ApiError(404, f"No post with id or URL {post_id!r}", code="post_not_found",
+                       param="id")
+    return thread
+
+
+@router.get("/authors", summary="The author directory: accounts by name or handle")
+async def list_authors(
+    q: str = Query(..., min_length=1, max_length=200,
+                   description="a handle (with or without @), a display name, or part of one"),
+    limit: int = Query(20, ge=1, le=100),
+    who: Principal = Depends(get_principal),
+    services: Services = Depends(get_services),
+) -> dict[str, Any]:
+    found = await asyncio.to_thread(search_authors, services.runtime.store, q, limit)
+    services.meter(who, "authors", 0, 0, "/v1/authors")
+    return {"object": "list", "data": [a.public_dict() for a in found]}
+
+
+@router.get("/authors/{author:path}", summary="One account by id or handle, with its recent "
+            "posts")
+async def get_author(
+    author: str,
+    posts: int = Query(5, ge=0, le=50, description="how many of its newest posts"),
+    who: Principal = Depends(get_principal),
+    services: Services = Depends(get_services),
+) -> dict[str, Any]:
+    store = services.runtime.store
+
+    def read() -> dict[str, Any] | None:
+        found = store.get_author(author)
+        if found is None:
+            return None
+        newest = services.runtime.retriever.search(SearchRequest(
+            "", SearchFilters(authors=[found.id]), limit=posts)) if posts else []
+        return {**found.public_dict(), "recent_posts": [h.post.public_dict() for h in newest]}
+
+    out = await asyncio.to_thread(read)
+    services.meter(who, "authors", 0, 0, "/v1/authors")
+    if out is None:
+        raise ApiError(404, f"No author {author!r} in the directory", code="author_not_found",
+                       param="author")
+    return out
 
 
 @router.get("/posts/{post_id:path}", summary="One post by id (posts are shared public data)")

@@ -93,7 +93,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         where = ".".join(loc)
         if first_param is None and where:
             first_param = where
-        problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown parameter: townsquare does not implement it (see /openapi.json)"
+        problems.append(f"{where}: {msg}" if where else msg)
     return "Invalid request: " + "; ".join(problems), first_param
 
 

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from townsquare.model import Post
 from townsquare.service.auth import Principal
@@ -374,6 +374,7 @@ def _hub(request: Request) -> WatchHub:
 
 
 class WatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused, never dropped
     query: str = Field(min_length=1, max_length=500)
     min_terms: int | None = Field(
         None, ge=1, le=50,

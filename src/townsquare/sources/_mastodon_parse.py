@@ -115,6 +115,10 @@ class MastodonParser:
                 reply_to=self.local_ids.get(str(parent)) if parent is not None else None,
                 quote_of=_quote(status.get("quote")),
                 raw=status,
+                likes=_count(status.get("favourites_count")),
+                reposts=_count(status.get("reblogs_count")),
+                replies=_count(status.get("replies_count")),
+                quotes=_count(status.get("quotes_count")),
             )
         )
 
@@ -124,6 +128,13 @@ class MastodonParser:
             return acct
         host = urlsplit(_str(account.get("url")) or "").hostname or self.instance_host
         return f"{acct}@{host}"
+
+
+def _count(value: Any) -> int | None:
+    """An engagement count as the server reports it (None when absent or not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def _status_text(content: str, spoiler: Any) -> str:

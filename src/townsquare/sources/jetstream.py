@@ -12,8 +12,12 @@ gap would lose posts. Messages are grouped into batches of up to 500 or
 
 Event mapping (see :func:`parse_message`): a post create/update becomes an
 Upsert, a post delete a Delete, an identity event with a handle an Identity
-(and the handle is remembered for later posts); every other collection
-(likes, follows, reposts, blocks, profiles...) and account events are ignored.
+(and the handle is remembered for later posts), a like or repost of a post
+an :class:`~townsquare.model.Engage` counted on that post (option
+``engagement``, on by default; a like's delete names no post, so counts only
+grow); every other collection (follows, blocks, profiles...) and account
+events are ignored. A like replayed by the reconnect rewind (its ``time_us``
+not after the cursor resumed from) is dropped, so counts stay exact.
 Malformed JSON and posts without text or a readable ``createdAt`` are quarantined.
 """
 
@@ -32,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
 
-from townsquare.model import Batch, Delete, Event, Identity, Post, Upsert, quarantine
+from townsquare.model import Batch, Delete, Engage, Event, Identity, Post, Upsert, quarantine
 from townsquare.sources import SOURCES
 from townsquare.sources._net import (
     Bounded,
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
 POST_COLLECTION = "app.bsky.feed.post"
+LIKE_COLLECTION = "app.bsky.feed.like"
+REPOST_COLLECTION = "app.bsky.feed.repost"
 SOURCE = "bluesky"
 
 
@@ -62,6 +68,8 @@ class JetstreamOptions(NetOptions):
     max_message_bytes: int = 2 * 1024 * 1024
     #: How many did -> handle pairs to remember from identity events.
     handle_cache: int = 100_000
+    #: Also subscribe to likes and reposts and count them on the posts they name.
+    engagement: bool = True
 
 
 # --- message -> events (pure, apart from the handle map) -----------------------
@@ -99,7 +107,11 @@ def parse_message(raw: str | bytes, handles: Bounded[str] | None = None) -> Pars
 
 def _commit(msg: dict[str, Any], raw: str | bytes, handles: Bounded[str] | None) -> Event | None:
     commit = msg.get("commit")
-    if not isinstance(commit, dict) or commit.get("collection") != POST_COLLECTION:
+    if not isinstance(commit, dict):
+        return None
+    if commit.get("collection") in (LIKE_COLLECTION, REPOST_COLLECTION):
+        return _engage(msg, commit)
+    if commit.get("collection") != POST_COLLECTION:
         return None
     did, rkey, op = msg.get("did"), commit.get("rkey"), commit.get("operation")
     if not _nonempty(did) or not _nonempty(rkey):
@@ -136,6 +148,19 @@ def _commit(msg: dict[str, Any], raw: str | bytes, handles: Bounded[str] | None)
             raw=raw if isinstance(raw, str) else raw.decode("utf-8", "replace"),
         )
     )
+
+
+def _engage(msg: dict[str, Any], commit: dict[str, Any]) -> Event | None:
+    """A like or repost of a post: one more on that post (deletes name no post: none)."""
+    if commit.get("operation") != "create":
+        return None
+    subject = _get(commit, "record", "subject", "uri")
+    if not isinstance(subject, str) or f"/{POST_COLLECTION}/" not in subject:
+        return None  # likes of feeds and lists, or a malformed record: nothing to count
+    collection = commit["collection"]
+    record = f"at://{msg.get('did')}/{collection}/{commit.get('rkey')}"
+    like = collection == LIKE_COLLECTION
+    return Engage(f"{SOURCE}:{subject}", likes=int(like), reposts=int(not like), record=record)
 
 
 def _identity(msg: dict[str, Any], handles: Bounded[str] | None) -> Event | None:
@@ -181,11 +206,13 @@ def _nonempty(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value)
 
 
-def subscribe_url(base: str, cursor_us: int | None) -> str:
+def subscribe_url(base: str, cursor_us: int | None, engagement: bool = False) -> str:
     """The base URL with ``wantedCollections`` (and ``cursor``) set in its query."""
     parts = urlsplit(base)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("wantedCollections", "cursor")]
     query.append(("wantedCollections", POST_COLLECTION))
+    if engagement:
+        query += [("wantedCollections", LIKE_COLLECTION), ("wantedCollections", REPOST_COLLECTION)]
     if cursor_us is not None:
         query.append(("cursor", str(cursor_us)))
     return urlunsplit(parts._replace(query=urlencode(query)))
@@ -211,6 +238,7 @@ class JetstreamSource(NetworkSource):
             )
         self.opts = opts
         self.handles: Bounded[str] = Bounded(opts.handle_cache)
+        self._counted_up_to: int | None = None
 
     @property
     def key(self) -> str:
@@ -221,7 +249,8 @@ class JetstreamSource(NetworkSource):
         delays = self._delays()
         while True:
             start = None if last is None else max(0, last - int(self.opts.rewind * 1e6))
-            url = subscribe_url(self.url, start)
+            url = subscribe_url(self.url, start, self.opts.engagement)
+            self._counted_up_to = last  # engagement replayed by the rewind is not counted again
             try:
                 async with connect(
                     url,
@@ -250,7 +279,10 @@ class JetstreamSource(NetworkSource):
         newest = last
         for raw in messages:
             parsed = parse_message(raw, self.handles)
-            if parsed.event is not None:
+            if parsed.event is not None and not (
+                isinstance(parsed.event, Engage) and self._counted_up_to is not None
+                and (parsed.time_us is None or parsed.time_us <= self._counted_up_to)
+            ):
                 events.append(parsed.event)
             if parsed.time_us is not None and (newest is None or parsed.time_us > newest):
                 newest = parsed.time_us

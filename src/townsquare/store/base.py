@@ -18,13 +18,42 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from townsquare.model import Event, Post
+from townsquare.store.people import Author
+
+Related = Literal["replies", "quotes"]
+
+
+def url_host(url: str | None) -> str:
+    """The lower-cased host of a URL ("" when there is none): what domain filters match."""
+    if not url:
+        return ""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def domain_matches(host: str, domain: str) -> bool:
+    """``example.org`` matches ``example.org`` and ``news.example.org``, not ``myexample.org``."""
+    domain = normalize_domain(domain)
+    return bool(host) and (host == domain or host.endswith("." + domain))
+
+
+def normalize_domain(value: str) -> str:
+    """``https://www.Example.org/x`` or ``Example.org`` -> ``example.org`` (``www.`` dropped)."""
+    value = value.strip().lower()
+    if "://" in value:
+        value = url_host(value)
+    value = value.split("/", 1)[0].strip(".")
+    return value[4:] if value.startswith("www.") else value
 
 
 @dataclass(slots=True)
@@ -32,7 +61,12 @@ class SearchFilters:
     """The filters Grok's live-search API offers, in one place.
 
     ``authors``: only these handles (or account ids); ``exclude_authors``: never
-    these; ``sources``: e.g. ``["bluesky", "rss"]``; ``langs``: e.g. ``["fr"]``.
+    these; ``sources``: e.g. ``["bluesky", "rss"]``; ``langs``: e.g. ``["fr"]``;
+    ``domains`` / ``exclude_domains``: the host of the post's URL (a domain
+    matches its subdomains); ``min_likes``: at least this many likes (where a
+    source gives counts; posts without counts never pass). ``scopes``: a post
+    must also match at least one of these (xAI's per-source options: "x posts
+    by @a, or news from lemonde.fr"); empty means no such condition.
     """
 
     since: datetime | None = None
@@ -42,6 +76,10 @@ class SearchFilters:
     sources: list[str] = field(default_factory=list)
     langs: list[str] = field(default_factory=list)
     hashtags: list[str] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)
+    exclude_domains: list[str] = field(default_factory=list)
+    min_likes: int | None = None
+    scopes: list[SearchFilters] = field(default_factory=list)
 
     def matches(self, post: Post) -> bool:
         """The same predicate the store applies in SQL, for in-memory candidates."""
@@ -58,7 +96,26 @@ class SearchFilters:
             return False
         if self.langs and (post.lang or "") not in self.langs:
             return False
-        return not (self.hashtags and not set(self.hashtags) & set(post.hashtags))
+        if self.hashtags and not set(self.hashtags) & set(post.hashtags):
+            return False
+        if self.domains or self.exclude_domains:
+            host = url_host(post.url)
+            if self.domains and not any(domain_matches(host, d) for d in self.domains):
+                return False
+            if any(domain_matches(host, d) for d in self.exclude_domains):
+                return False
+        if self.min_likes is not None and (post.likes or 0) < self.min_likes:
+            return False
+        return not self.scopes or any(s.matches(post) for s in self.scopes)
+
+    def both(self, other: SearchFilters) -> SearchFilters:
+        """Posts passing this and ``other`` (``other`` nests as a scope)."""
+        if not self.scopes:
+            return replace(self, scopes=[other])
+        return replace(self, scopes=[s.both(other) for s in self.scopes])
+
+    def is_empty(self) -> bool:
+        return self == SearchFilters()
 
 
 @dataclass(slots=True)
@@ -215,6 +272,30 @@ class Store(ABC):
 
     @abstractmethod
     def quarantined(self, limit: int = 50) -> list[QuarantineRecord]: ...
+
+    # -- people and threads ---------------------------------------------------
+
+    @abstractmethod
+    def get_author(self, key: str) -> Author | None:
+        """An account by its id, or by handle (case-insensitive, ``@`` optional)."""
+
+    @abstractmethod
+    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
+        """Accounts with any of ``words`` (folded) in their handle or display name, and how
+        many of them matched; most matched first, then most posts."""
+
+    @abstractmethod
+    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
+        """Account ids of ``source`` known only by id, not looked up since ``retry_before``
+        (most recently active first): work for the identity lookup."""
+
+    @abstractmethod
+    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
+        """The lookup tried these (found or not): wait before trying again."""
+
+    @abstractmethod
+    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
+        """Stored replies to, or quotes of, a post; oldest first."""
 
     # -- accounts, usage, conversations (the service) -------------------------
 

@@ -186,7 +186,46 @@ def m002_accounts(conn: psycopg.Connection, schema: str) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts]
+def m003_people_threads_engagement(conn: psycopg.Connection, schema: str) -> None:
+    """The author directory, engagement counts, thread indexes (see the SQLite twin)."""
+    conn.execute(
+        """
+        ALTER TABLE posts ADD COLUMN likes integer, ADD COLUMN reposts integer,
+            ADD COLUMN replies integer, ADD COLUMN quotes integer;
+        CREATE INDEX posts_reply_to ON posts (reply_to) WHERE reply_to IS NOT NULL;
+        CREATE INDEX posts_quote_of ON posts (quote_of) WHERE quote_of IS NOT NULL;
+        CREATE TABLE authors (
+            id text PRIMARY KEY,
+            source text NOT NULL,
+            handle text NOT NULL,
+            display_name text,
+            first_at timestamptz NOT NULL,
+            looked_up_at timestamptz
+        );
+        CREATE INDEX authors_handle ON authors (lower(handle));
+        CREATE INDEX authors_pending ON authors (source, first_at) WHERE handle = id;
+        CREATE TABLE author_words (
+            word text NOT NULL,
+            author_id text NOT NULL,
+            PRIMARY KEY (word, author_id)
+        );
+        CREATE INDEX author_words_author ON author_words (author_id);
+        INSERT INTO authors (id, source, handle, display_name, first_at)
+        SELECT author_id, min(source), max(author), max(author_name), min(created_at)
+        FROM posts GROUP BY author_id;
+        """
+    )
+    from townsquare.store.people import name_words
+
+    rows = conn.execute("SELECT id, handle, display_name FROM authors").fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO author_words (word, author_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(w, aid) for aid, handle, name in rows for w in name_words(handle, name)],
+        )
+
+
+MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_people_threads_engagement]
 
 
 def _applied(conn: psycopg.Connection, schema: str) -> set[str]:

@@ -34,10 +34,13 @@ from townsquare.store.base import (
     ApplyResult,
     Candidate,
     QuarantineRecord,
+    Related,
     SearchFilters,
     Store,
     StoredVectors,
+    normalize_domain,
 )
+from townsquare.store.people import Author
 from townsquare.store.postgres.accounts import AccountsMixin
 from townsquare.store.postgres.database import Database, lock_key
 from townsquare.store.postgres.partitions import Partitions, RetentionResult
@@ -48,12 +51,20 @@ from townsquare.store.postgres.textsearch import (
     tsquery_sql,
 )
 from townsquare.store.postgres.writer import BatchWriter
+from townsquare.textfold import fold
 
 log = logging.getLogger(__name__)
 
 _POST_COLS = (
     "p.key, p.id, p.source, p.author, p.author_id, p.author_name, p.text, p.created_at, "
-    "p.indexed_at, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of"
+    "p.indexed_at, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
+    "p.likes, p.reposts, p.replies, p.quotes"
+)
+#: An author row, with its last post time and post count read from ``posts``.
+_AUTHOR_COLS = (
+    "a.id, a.source, a.handle, a.display_name, a.first_at, "
+    "(SELECT max(created_at) FROM posts WHERE author_id = a.id), "
+    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
 )
 #: Transient conflicts between concurrent writers: the transaction is retried whole.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -76,7 +87,13 @@ def row_to_post(row: Sequence[Any]) -> Post:
         hashtags=row[11].split() if row[11] else [],
         mentions=row[12].split() if row[12] else [],
         reply_to=row[13], quote_of=row[14],
+        likes=row[15], reposts=row[16], replies=row[17], quotes=row[18],
     )
+
+
+def row_to_author(row: Sequence[Any]) -> Author:
+    return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
+                  first_seen=row[4], last_seen=row[5] or row[4], posts=int(row[6] or 0))
 
 
 def filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
@@ -106,7 +123,31 @@ def filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
     for tag in f.hashtags:
         where.append("position(' ' || %s || ' ' in ' ' || p.hashtags || ' ') > 0")
         params.append(tag.lower().lstrip("#"))
+    for domains, neg in ((f.domains, ""), (f.exclude_domains, "NOT ")):
+        if domains:
+            names = [normalize_domain(d) for d in domains]
+            host = f"coalesce({_HOST}, '')"
+            where.append(f"{neg}({host} = ANY(%s) OR {host} LIKE ANY(%s))")
+            params += [names, ["%." + _like(d) for d in names]]
+    if f.min_likes is not None:
+        where.append("coalesce(p.likes, 0) >= %s")
+        params.append(f.min_likes)
+    if f.scopes:
+        alternatives = []
+        for scope in f.scopes:
+            sub, sub_params = filter_sql(scope)
+            alternatives.append("(" + (" AND ".join(sub) or "TRUE") + ")")
+            params += sub_params
+        where.append("(" + " OR ".join(alternatives) + ")")
     return where, params
+
+
+#: The lower-cased host of a post's URL (scheme, optional user info, host).
+_HOST = r"lower(substring(p.url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#]+)'))"
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _and(where: list[str]) -> str:
@@ -329,6 +370,59 @@ class PostgresStore(AccountsMixin, Store):
                 (limit,),
             ).fetchall()
         return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+
+    # -- people and threads -------------------------------------------------
+
+    def get_author(self, key: str) -> Author | None:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = %s", (key,)
+            ).fetchone() or conn.execute(
+                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE lower(a.handle) = lower(%s) "
+                "ORDER BY a.first_at DESC LIMIT 1", (key.lstrip("@"),)
+            ).fetchone()
+        return row_to_author(row) if row else None
+
+    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
+        folded = list(dict.fromkeys(fold(w) for w in words if w))[:32]
+        if not folded:
+            return []
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n "
+                "FROM author_words WHERE word = ANY(%s) GROUP BY author_id "
+                "ORDER BY n DESC LIMIT 200) w JOIN authors a ON a.id = w.author_id",
+                (folded,),
+            ).fetchall()
+        floor = datetime.min.replace(tzinfo=UTC)
+        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or floor), reverse=True)
+        return [(row_to_author(r), int(r[7])) for r in rows[:limit]]
+
+    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM authors WHERE handle = id AND source = %s "
+                "AND (looked_up_at IS NULL OR looked_up_at < %s) ORDER BY first_at DESC LIMIT %s",
+                (source, retry_before, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
+        if not ids:
+            return
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE authors SET looked_up_at = %s WHERE id = ANY(%s)",
+                         (at, sorted(ids)))
+
+    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
+        col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_POST_COLS} FROM posts p WHERE p.{col} = %s "
+                "ORDER BY p.created_at LIMIT %s",
+                (post_id, limit),
+            ).fetchall()
+        return [row_to_post(r) for r in rows]
 
     # -- retention ------------------------------------------------------------
 

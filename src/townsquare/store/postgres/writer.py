@@ -38,23 +38,34 @@ import numpy as np
 import psycopg
 
 from townsquare.index.quantize import quantize
-from townsquare.model import Delete, Event, Identity, Post, Quarantine, Upsert, quarantine
+from townsquare.model import (
+    Delete,
+    Engage,
+    Event,
+    Identity,
+    Post,
+    Quarantine,
+    Upsert,
+    quarantine,
+)
 from townsquare.store.base import ApplyResult
+from townsquare.store.people import directory_update, name_words, resolve_handles
 
 MAX_ID_BYTES = 1024
 
 _FIELDS = (
     "id, source, author, author_id, author_name, text, created_at, url, lang, hashtags, "
-    "mentions, reply_to, quote_of, raw"
+    "mentions, reply_to, quote_of, raw, likes, reposts, replies, quotes"
 )
-_FIELD_TYPES = ["int4", *(["text"] * 6), "timestamptz", *(["text"] * 7)]
+_FIELD_TYPES = ["int4", *(["text"] * 6), "timestamptz", *(["text"] * 7), *(["int4"] * 4)]
 
 #: Created once per pooled writer connection (see ``Database``); emptied at every commit.
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS stage_posts (
     n int4, id text, source text, author text, author_id text, author_name text, text text,
     created_at timestamptz, url text, lang text, hashtags text, mentions text, reply_to text,
-    quote_of text, raw text, key bigint, old_created_at timestamptz, inserted boolean
+    quote_of text, raw text, likes int4, reposts int4, replies int4, quotes int4,
+    key bigint, old_created_at timestamptz, inserted boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_vectors (id text, scale real, vec bytea)
     ON COMMIT DELETE ROWS;
@@ -96,6 +107,34 @@ WHERE NOT s.inserted AND p.key = s.key AND p.created_at = s.old_created_at
   AND ({", ".join("p." + c for c in _COMPARED.split(", "))})
       IS DISTINCT FROM ({", ".join("s." + c for c in _COMPARED.split(", "))})
 """
+#: Counts a source reports replace the stored ones (NULL: unknown, keep them).
+_SET_COUNTS = """
+UPDATE posts p SET likes = coalesce(s.likes, p.likes), reposts = coalesce(s.reposts, p.reposts),
+    replies = coalesce(s.replies, p.replies), quotes = coalesce(s.quotes, p.quotes)
+FROM stage_posts s
+WHERE p.key = s.key AND p.created_at = s.created_at
+  AND num_nonnulls(s.likes, s.reposts, s.replies, s.quotes) > 0
+  AND (p.likes, p.reposts, p.replies, p.quotes) IS DISTINCT FROM
+      (coalesce(s.likes, p.likes), coalesce(s.reposts, p.reposts),
+       coalesce(s.replies, p.replies), coalesce(s.quotes, p.quotes))
+"""
+#: New replies and quotes count on the post they answer or quote.
+_COUNT_THREAD = """
+UPDATE posts p SET {col} = coalesce(p.{col}, 0) + c.n
+FROM (SELECT {ref} AS pid, count(*) AS n FROM stage_posts
+      WHERE inserted AND {ref} IS NOT NULL GROUP BY {ref}) c
+JOIN post_ids i ON i.id = c.pid
+WHERE p.key = i.key AND p.created_at = i.created_at
+"""
+_ENGAGE = """
+UPDATE posts p SET likes = coalesce(p.likes, 0) + %s, reposts = coalesce(p.reposts, 0) + %s
+FROM post_ids i WHERE i.id = %s AND p.key = i.key AND p.created_at = i.created_at
+"""
+_AUTHOR_INSERT = """
+INSERT INTO authors (id, source, handle, display_name, first_at)
+VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0)) ON CONFLICT (id) DO NOTHING
+"""
+
 _MOVE_IDS = """
 UPDATE post_ids i SET created_at = s.created_at FROM stage_posts s
 WHERE NOT s.inserted AND i.id = s.id AND i.created_at <> s.created_at
@@ -108,6 +147,10 @@ FROM stage_vectors s JOIN post_ids i ON i.id = s.id
 ON CONFLICT (post_key) DO UPDATE SET seq = excluded.seq, created_ms = excluded.created_ms,
     scale = excluded.scale, vec = excluded.vec
 """
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
 
 
 def clean(value: str | None) -> str | None:
@@ -133,6 +176,7 @@ def _row(n: int, p: Post) -> tuple[Any, ...]:
         n, p.id, p.source, clean(p.author), clean(p.author_id or p.author), clean(p.author_name),
         clean(p.text), p.created_at, clean(p.url), clean(p.lang), " ".join(p.hashtags),
         " ".join(p.mentions), clean(p.reply_to), clean(p.quote_of), raw_text(p.raw),
+        p.likes, p.reposts, p.replies, p.quotes,
     )
 
 
@@ -146,6 +190,7 @@ class BatchWriter:
 
     def apply(self, events: Sequence[Event]) -> ApplyResult:
         """Apply events in order, consecutive events of one kind as one statement."""
+        engaged: list[Engage] = []  # counted last: a like may come before its post
         for kind, group in groupby(events, key=type):
             run = list(group)
             if kind is Upsert:
@@ -159,9 +204,14 @@ class BatchWriter:
                         "UPDATE posts SET author = %s WHERE author_id = %s AND author <> %s",
                         (ev.handle, ev.did, ev.handle),
                     )
+                    self._identity(ev)
                     self.result.identities += 1
+            elif kind is Engage:
+                engaged += run  # type: ignore[arg-type]
             elif kind is Quarantine:
                 self._quarantine(run)  # type: ignore[arg-type]
+        if engaged:
+            self._engage(engaged)
         return self.result
 
     # -- upserts --------------------------------------------------------------
@@ -179,6 +229,8 @@ class BatchWriter:
         todo = [p for p in latest.values() if p.id not in rejected]
         if not todo:
             return
+        known = self._known_authors(todo)
+        resolve_handles(todo, known)
         with self.conn.cursor() as cur:
             cur.execute("DELETE FROM stage_posts")  # an earlier run in this transaction
             with cur.copy(f"COPY stage_posts (n, {_FIELDS}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -194,7 +246,65 @@ class BatchWriter:
                 changed = cur.execute(_UPDATE_CHANGED, (self.now,)).rowcount
                 cur.execute(_MOVE_IDS)
                 self.result.upserted += max(0, missing) + max(0, changed)
+            if any((p.likes, p.reposts, p.replies, p.quotes) != (None,) * 4 for p in todo):
+                cur.execute(_SET_COUNTS)
+            if new and any(p.reply_to or p.quote_of for p in todo):
+                for col, ref in (("replies", "reply_to"), ("quotes", "quote_of")):
+                    cur.execute(_COUNT_THREAD.format(col=col, ref=ref))
+            update = directory_update(todo, known, _ms)
+            if update.new:  # id order: concurrent writers lock alike
+                cur.executemany(_AUTHOR_INSERT, sorted(update.new))
+            if update.changed:
+                renamed = sorted(update.changed, key=lambda row: row[2])
+                cur.executemany("UPDATE authors SET handle = %s, display_name = %s WHERE id = %s",
+                                renamed)
+            self._rewrite_words(cur, update.words)
         self.result.upserted += new
+
+    # -- the author directory ---------------------------------------------------
+
+    def _known_authors(self, posts: list[Post]) -> dict[str, tuple[str, str | None]]:
+        ids = sorted({clean(p.author_id or p.author) or "" for p in posts})
+        rows = self.conn.execute(
+            "SELECT id, handle, display_name FROM authors WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    @staticmethod
+    def _rewrite_words(cur: psycopg.Cursor[Any], rewrites: list[tuple[str, list[str]]]) -> None:
+        if not rewrites:
+            return
+        cur.execute("DELETE FROM author_words WHERE author_id = ANY(%s)",
+                    ([aid for aid, _ in rewrites],))
+        cur.executemany(
+            "INSERT INTO author_words (word, author_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(w, aid) for aid, ws in rewrites for w in ws],
+        )
+
+    def _identity(self, ev: Identity) -> None:
+        row = self.conn.execute(
+            "SELECT handle, display_name FROM authors WHERE id = %s", (ev.did,)
+        ).fetchone()
+        name = ev.display_name if ev.display_name is not None else (row[1] if row else None)
+        self.conn.execute(
+            "INSERT INTO authors AS a (id, source, handle, display_name, first_at, "
+            "looked_up_at) VALUES (%s, 'bluesky', %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET handle = excluded.handle, "
+            "display_name = excluded.display_name, looked_up_at = excluded.looked_up_at",
+            (ev.did, ev.handle, name, self.now, self.now),
+        )
+        if row is None or (row[0], row[1]) != (ev.handle, name):
+            with self.conn.cursor() as cur:
+                self._rewrite_words(cur, [(ev.did, name_words(ev.handle, name))])
+
+    def _engage(self, events: list[Engage]) -> None:
+        totals: dict[str, list[int]] = {}
+        for ev in events:
+            t = totals.setdefault(ev.post_id, [0, 0])
+            t[0] += ev.likes
+            t[1] += ev.reposts
+        with self.conn.cursor() as cur:
+            cur.executemany(_ENGAGE, [(lk, rp, pid) for pid, (lk, rp) in sorted(totals.items())])
 
     # -- the rest ---------------------------------------------------------------
 

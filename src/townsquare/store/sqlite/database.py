@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from townsquare.store.base import url_host
 from townsquare.store.sqlite.migrations import migrate, pending
+from townsquare.textfold import fold
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -111,6 +113,9 @@ class Database:
             conn.execute(pragma.format(sync=self._sync))
         if not writable:
             conn.execute("PRAGMA mmap_size=268435456")
+        # Domain filters compare the host of posts' URLs (SQLite has no URL parser).
+        conn.create_function("url_host", 1, url_host, deterministic=True)
+        conn.create_function("fold", 1, fold, deterministic=True)
         return conn
 
     @property

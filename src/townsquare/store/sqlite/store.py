@@ -13,28 +13,40 @@ from typing import Any
 import numpy as np
 
 from townsquare.index.quantize import quantize
-from townsquare.model import Delete, Event, Identity, Post, Quarantine, Upsert
+from townsquare.model import Delete, Engage, Event, Identity, Post, Quarantine, Upsert
 from townsquare.store import STORES
 from townsquare.store.base import (
     ApplyResult,
     Candidate,
     QuarantineRecord,
+    Related,
     SearchFilters,
     Store,
     StoredVectors,
+    normalize_domain,
+)
+from townsquare.store.people import (
+    Author,
+    directory_update,
+    name_words,
+    resolve_handles,
 )
 from townsquare.store.sqlite import bm25
 from townsquare.store.sqlite.accounts import AccountsMixin
 from townsquare.store.sqlite.database import Database
 from townsquare.store.sqlite.fts import query_tokens, quote_token
+from townsquare.textfold import fold
 
 #: Words of a query that get their own newest-first candidate slots.
 MAX_LEXICAL_TOKENS = 8
 
 _POST_COLS = (
-    "key, id, source, author, author_id, author_name, text, created_ms, indexed_ms, url, lang, "
-    "hashtags, mentions, reply_to, quote_of"
+    "p.key, p.id, p.source, p.author, p.author_id, p.author_name, p.text, p.created_ms, "
+    "p.indexed_ms, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
+    "e.likes, e.reposts, e.replies, e.quotes"
 )
+#: Posts with their engagement counts (a narrow table: a like rewrites 40 bytes, not a post).
+_POSTS = "posts p LEFT JOIN engagement e ON e.post_key = p.key"
 
 _UPSERT = """
 INSERT INTO posts (id, source, author, author_id, author_name, text, created_ms, indexed_ms,
@@ -51,6 +63,43 @@ WHERE posts.text IS NOT excluded.text OR posts.created_ms IS NOT excluded.create
    OR posts.lang IS NOT excluded.lang OR posts.author_name IS NOT excluded.author_name
    OR posts.reply_to IS NOT excluded.reply_to OR posts.quote_of IS NOT excluded.quote_of
 """
+
+#: Counts a source reports (Mastodon) replace the stored ones; unknown (NULL) keeps them.
+_SET_COUNTS = """
+INSERT INTO engagement (post_key, likes, reposts, replies, quotes)
+SELECT key, ?1, ?2, ?3, ?4 FROM posts WHERE id = ?5
+ON CONFLICT(post_key) DO UPDATE SET likes = coalesce(excluded.likes, likes),
+    reposts = coalesce(excluded.reposts, reposts), replies = coalesce(excluded.replies, replies),
+    quotes = coalesce(excluded.quotes, quotes)
+"""
+
+#: Engagement counted from the stream adds up (``{col}``: likes+reposts, replies, quotes).
+_ADD = """
+INSERT INTO engagement (post_key, {cols}) SELECT key, {marks} FROM posts WHERE id = ?
+ON CONFLICT(post_key) DO UPDATE SET {sets}
+"""
+
+
+def _add_sql(*cols: str) -> str:
+    return _ADD.format(cols=", ".join(cols), marks=", ".join("?" * len(cols)),
+                       sets=", ".join(f"{c} = coalesce({c}, 0) + excluded.{c}" for c in cols))
+
+
+_ENGAGE = _add_sql("likes", "reposts")
+_COUNT_REPLIES = _add_sql("replies")
+_COUNT_QUOTES = _add_sql("quotes")
+
+_AUTHOR_INSERT = """
+INSERT INTO authors (id, source, handle, display_name, first_ms) VALUES (?,?,?,?,?)
+ON CONFLICT(id) DO NOTHING
+"""
+
+#: An author row, with its last post time and post count read from ``posts``.
+_AUTHOR_COLS = (
+    "a.id, a.source, a.handle, a.display_name, a.first_ms, "
+    "(SELECT max(created_ms) FROM posts WHERE author_id = a.id), "
+    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
+)
 
 
 def to_ms(dt: datetime) -> int:
@@ -87,7 +136,32 @@ def row_to_post(row: Sequence[Any]) -> Post:
         mentions=row[12].split() if row[12] else [],
         reply_to=row[13],
         quote_of=row[14],
+        likes=row[15],
+        reposts=row[16],
+        replies=row[17],
+        quotes=row[18],
     )
+
+
+def _count_thread(conn: Any, new: Sequence[Post]) -> None:
+    """New replies and quotes add to their parent's and quoted post's counts."""
+    replies: dict[str, int] = {}
+    quotes: dict[str, int] = {}
+    for p in new:
+        if p.reply_to:
+            replies[p.reply_to] = replies.get(p.reply_to, 0) + 1
+        if p.quote_of:
+            quotes[p.quote_of] = quotes.get(p.quote_of, 0) + 1
+    if replies:
+        conn.executemany(_COUNT_REPLIES, [(n, pid) for pid, n in replies.items()])
+    if quotes:
+        conn.executemany(_COUNT_QUOTES, [(n, pid) for pid, n in quotes.items()])
+
+
+def row_to_author(row: Sequence[Any]) -> Author:
+    return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
+                  first_seen=from_ms(row[4]), last_seen=from_ms(row[5] or row[4]),
+                  posts=row[6] or 0)
 
 
 class SQLiteStore(AccountsMixin, Store):
@@ -122,6 +196,7 @@ class SQLiteStore(AccountsMixin, Store):
                     self._load_counters(conn)
                 old_max_key = self._max_key
                 run: list[Post] = []
+                engaged: list[Engage] = []
                 for ev in events:
                     if isinstance(ev, Upsert):
                         run.append(ev.post)
@@ -139,7 +214,10 @@ class SQLiteStore(AccountsMixin, Store):
                             "UPDATE posts SET author = ? WHERE author_id = ? AND author != ?",
                             (ev.handle, ev.did, ev.handle),
                         )
+                        self._identity(conn, ev, now_ms)
                         result.identities += 1
+                    elif isinstance(ev, Engage):
+                        engaged.append(ev)
                     elif isinstance(ev, Quarantine):
                         conn.execute(
                             "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
@@ -155,6 +233,8 @@ class SQLiteStore(AccountsMixin, Store):
                         "INSERT OR REPLACE INTO time_marks(key, max_created_ms) VALUES (?, ?)",
                         (self._max_key, self._running_max_ms),
                     )
+                if engaged:
+                    self._engage(conn, engaged)
                 if vectors:
                     self._write_vectors(conn, vectors)
                 conn.execute(
@@ -190,6 +270,8 @@ class SQLiteStore(AccountsMixin, Store):
         # and edited in one statement would reach the edit trigger before the
         # index has it (new rows are indexed after the statement).
         posts = list({p.id: p for p in posts}.values())
+        known = self._known_authors(conn, posts)
+        resolve_handles(posts, known)
         for p in posts:
             created_ms = to_ms(p.created_at)
             newest = max(newest, created_ms)
@@ -215,7 +297,80 @@ class SQLiteStore(AccountsMixin, Store):
                 conn.execute("DELETE FROM time_marks WHERE key >= ?", (row[0],))
         self._max_key = max_key
         self._running_max_ms = newest
+        counted = [(p.likes, p.reposts, p.replies, p.quotes, p.id) for p in posts
+                   if (p.likes, p.reposts, p.replies, p.quotes) != (None, None, None, None)]
+        if counted:  # reported counts replace stored ones, edited text or not
+            conn.executemany(_SET_COUNTS, counted)
+        if inserted:
+            new = posts if inserted == len(posts) else self._new_posts(conn, posts, before)
+            _count_thread(conn, new)
+        update = directory_update(posts, known, to_ms)
+        if update.new:
+            conn.executemany(_AUTHOR_INSERT, update.new)
+        if update.changed:
+            conn.executemany("UPDATE authors SET handle = ?, display_name = ? WHERE id = ?",
+                             update.changed)
+        self._rewrite_words(conn, update.words)
         return changed, before if inserted else None
+
+    @staticmethod
+    def _new_posts(conn: Any, posts: list[Post], before: int) -> list[Post]:
+        """Which of a run's posts were inserted (some were replays or edits)."""
+        fresh = {r[0] for r in conn.execute("SELECT id FROM posts WHERE key > ?", (before,))}
+        return [p for p in posts if p.id in fresh]
+
+    # -- the author directory ------------------------------------------------
+
+    @staticmethod
+    def _known_authors(conn: Any, posts: Sequence[Post]) -> dict[str, tuple[str, str | None]]:
+        ids = list({p.author_id or p.author for p in posts})
+        known: dict[str, tuple[str, str | None]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for aid, handle, name in conn.execute(
+                f"SELECT id, handle, display_name FROM authors WHERE id IN ({marks})", chunk
+            ):
+                known[aid] = (handle, name)
+        return known
+
+    @staticmethod
+    def _rewrite_words(conn: Any, rewrites: list[tuple[str, list[str]]]) -> None:
+        if not rewrites:
+            return
+        conn.executemany("DELETE FROM author_words WHERE author_id = ?",
+                         [(aid,) for aid, _ in rewrites])
+        conn.executemany("INSERT OR IGNORE INTO author_words(word, author_id) VALUES (?, ?)",
+                         [(w, aid) for aid, ws in rewrites for w in ws])
+
+    def _identity(self, conn: Any, ev: Identity, now_ms: int) -> None:
+        """A handle (and maybe a display name) for an account, seen posting or not."""
+        row = conn.execute(
+            "SELECT handle, display_name FROM authors WHERE id = ?", (ev.did,)
+        ).fetchone()
+        name = ev.display_name if ev.display_name is not None else (row[1] if row else None)
+        if row is None:
+            conn.execute(
+                "INSERT INTO authors (id, source, handle, display_name, first_ms, "
+                "looked_up_ms) VALUES (?, 'bluesky', ?, ?, ?, ?)",
+                (ev.did, ev.handle, name, now_ms, now_ms),
+            )
+        else:
+            conn.execute(
+                "UPDATE authors SET handle = ?, display_name = ?, looked_up_ms = ? WHERE id = ?",
+                (ev.handle, name, now_ms, ev.did),
+            )
+        if row is None or (row[0], row[1]) != (ev.handle, name):
+            self._rewrite_words(conn, [(ev.did, name_words(ev.handle, name))])
+
+    @staticmethod
+    def _engage(conn: Any, events: list[Engage]) -> None:
+        totals: dict[str, list[int]] = {}
+        for ev in events:
+            t = totals.setdefault(ev.post_id, [0, 0])
+            t[0] += ev.likes
+            t[1] += ev.reposts
+        conn.executemany(_ENGAGE, [(lk, rp, pid) for pid, (lk, rp) in totals.items()])
 
     @staticmethod
     def _index_new(conn: Any, after: int | None) -> None:
@@ -295,7 +450,7 @@ class SQLiteStore(AccountsMixin, Store):
 
     def get_post(self, post_id: str) -> Post | None:
         row = self.db.reader().execute(
-            f"SELECT {_POST_COLS} FROM posts WHERE id = ?", (post_id,)
+            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.id = ?", (post_id,)
         ).fetchone()
         return row_to_post(row) if row else None
 
@@ -310,7 +465,7 @@ class SQLiteStore(AccountsMixin, Store):
         for i in range(0, len(keys), 500):
             chunk = [int(k) for k in keys[i : i + 500]]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_POST_COLS} FROM posts p WHERE key IN ({marks})"
+            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key IN ({marks})"
             if where:
                 sql += " AND " + " AND ".join(where)
             for row in conn.execute(sql, [*chunk, *params]):
@@ -400,12 +555,12 @@ class SQLiteStore(AccountsMixin, Store):
         conn = self.db.reader()
         last = after_key
         while True:
-            sql = f"SELECT {_POST_COLS} FROM posts WHERE key > ?"
+            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key > ?"
             params: list[Any] = [last]
             if since is not None:
-                sql += " AND created_ms >= ?"
+                sql += " AND p.created_ms >= ?"
                 params.append(to_ms(since))
-            rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch]).fetchall()
+            rows = conn.execute(sql + " ORDER BY p.key LIMIT ?", [*params, batch]).fetchall()
             if not rows:
                 return
             for row in rows:
@@ -469,6 +624,58 @@ class SQLiteStore(AccountsMixin, Store):
         ).fetchall()
         return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], from_ms(r[4])) for r in rows]
 
+    # -- people and threads -------------------------------------------------
+
+    def get_author(self, key: str) -> Author | None:
+        conn = self.db.reader()
+        row = conn.execute(
+            f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = ?", (key,)
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.handle = ? COLLATE NOCASE "
+                "ORDER BY a.first_ms DESC LIMIT 1", (key.lstrip("@"),)
+            ).fetchone()
+        return row_to_author(row) if row else None
+
+    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
+        folded = list(dict.fromkeys(fold(w) for w in words if w))[:32]
+        if not folded:
+            return []
+        marks = ",".join("?" * len(folded))
+        # The best-matched few hundred, then their post counts (read from posts) rank them.
+        rows = self.db.reader().execute(
+            f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n FROM author_words "
+            f"WHERE word IN ({marks}) GROUP BY author_id ORDER BY n DESC LIMIT 200) w "
+            "JOIN authors a ON a.id = w.author_id",
+            folded,
+        ).fetchall()
+        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or 0), reverse=True)
+        return [(row_to_author(r), r[7]) for r in rows[:limit]]
+
+    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
+        rows = self.db.reader().execute(
+            "SELECT id FROM authors WHERE handle = id AND source = ? "
+            "AND (looked_up_ms IS NULL OR looked_up_ms < ?) ORDER BY first_ms DESC LIMIT ?",
+            (source, to_ms(retry_before), limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
+        if not ids:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE authors SET looked_up_ms = ? WHERE id = ?",
+                             [(to_ms(at), i) for i in ids])
+
+    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
+        col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
+        rows = self.db.reader().execute(
+            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.{col} = ? ORDER BY p.created_ms LIMIT ?",
+            (post_id, limit),
+        ).fetchall()
+        return [row_to_post(r) for r in rows]
+
     def integrity_check(self) -> str:
         return str(self.db.reader().execute("PRAGMA integrity_check").fetchone()[0])
 
@@ -505,6 +712,26 @@ def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
     for tag in f.hashtags:
         where.append("(' ' || p.hashtags || ' ') LIKE ?")
         params.append(f"% {tag.lower().lstrip('#')} %")
+    if f.domains or f.exclude_domains:
+        host = "url_host(p.url)"
+        for domains, joiner, neg in ((f.domains, " OR ", ""), (f.exclude_domains, " OR ", "NOT ")):
+            if not domains:
+                continue
+            names = [normalize_domain(d) for d in domains]
+            tests = [f"({host} = ? OR substr({host}, -?) = ?)" for _ in names]
+            where.append(f"{neg}(" + joiner.join(tests) + ")")
+            for d in names:
+                params += [d, len(d) + 1, "." + d]
+    if f.min_likes is not None:
+        where.append("coalesce((SELECT likes FROM engagement WHERE post_key = p.key), 0) >= ?")
+        params.append(f.min_likes)
+    if f.scopes:
+        alternatives = []
+        for scope in f.scopes:
+            sub, sub_params = _filter_sql(scope)
+            alternatives.append("(" + (" AND ".join(sub) or "1") + ")")
+            params += sub_params
+        where.append("(" + " OR ".join(alternatives) + ")")
     return where, params
 
 
