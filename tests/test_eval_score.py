@@ -163,6 +163,10 @@ def test_forbidden_claims_count_only_when_asserted() -> None:
     assert score("Rien n'indique un hoax [3].", expect).forbidden_asserted == []
     assert score("The storm was a hoax [3].", expect).forbidden_asserted == ["hoax"]
     assert score("The strike continues [1].", expect).forbidden_asserted == ["strike continues"]
+    assert score("Hoax claims are false [3].", expect).forbidden_asserted == []
+    # A negation in another clause does not take the claim back.
+    assert score("The post was a hoax made by a group, but it wasn't real [3].",
+                 expect).forbidden_asserted == ["hoax"]
     assert score("There is no deal yet [1].", Expectation(forbidden=["no deal"])
                  ).forbidden_asserted == ["no deal"]
 

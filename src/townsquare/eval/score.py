@@ -25,9 +25,11 @@ Input is an answer in the public JSON shape (``Answer.to_dict()``, i.e.
 - **Fact recall.** Each gold fact is a list of alternatives (say a figure, or
   the same word in English and French); it is found when one alternative
   occurs in the answer (folded, figures in canonical form, on word bounds).
-- **Forbidden claims.** A forbidden phrase counts when a sentence contains it
-  without a negation elsewhere in that sentence ("not", "no", "ne … pas",
-  "aucun", "jamais"...): "no post calls it a hoax" does not assert "hoax".
+- **Forbidden claims.** A forbidden phrase counts when the answer states it
+  without a negation shortly before it in the same clause ("not", "no",
+  "ne … pas", "aucun", "jamais"...) or a denial after it ("false",
+  "infondé"): "no post calls it a hoax" does not assert "hoax"; "it was a
+  hoax, but it wasn't real" does.
 - **Latest.** On a "latest" question the first post the answer cites must be
   one of the newest relevant posts the set names.
 - **Language.** The answer's text (markers, quotes, links, handles removed)
@@ -70,6 +72,15 @@ _NEGATION_RE = re.compile(
     r"doesn't|didn't|don't|cannot|can't|deny|denies|denied|false|unfounded|unconfirmed|"
     r"ne|n'|pas|aucun|aucune|jamais|rien|sans|personne|dementi|dementent|faux|infonde)(?![a-z])"
 )
+#: Words after a phrase that deny it ("hoax claims are false", "rumeur infondée").
+_DENIAL_RE = re.compile(
+    r"(?<![a-z])(false|unfounded|untrue|debunked|denied|baseless|faux|fausse|infondee?s?|"
+    r"dementie?s?)(?![a-z])"
+)
+#: A clause ends at punctuation or a "but"/"mais": negation does not cross it.
+_CLAUSE_BREAK_RE = re.compile(r"[,;:.!?()]|(?<![a-z])(?:but|mais|however|cependant)(?![a-z])")
+#: How many words before a phrase a negation may stand ("no post says the storm was a hoax").
+NEGATION_WINDOW = 8
 _QUOTE_RES = (
     re.compile(r"\"([^\"\n]+)\""),
     re.compile(r"“([^”\n]+)”"),
@@ -333,19 +344,30 @@ def repeated_sentences(sentences: Sequence[str]) -> int:
 
 
 def asserted(text: str, forbidden: Sequence[str]) -> list[str]:
-    """Forbidden phrases a sentence of ``text`` states without negating them."""
+    """Forbidden phrases ``text`` states without negating or denying them."""
     out: list[str] = []
+    folded_sentences = [tx.normalize_figures(s) for s in tx.sentences(text)]
     for phrase in forbidden:
         needle = tx.normalize_figures(phrase)
-        for sentence in tx.sentences(text):
-            folded = tx.normalize_figures(sentence)
-            # The negation is looked for outside the phrase: "no deal" is asserted as is.
-            if tx.contains_phrase(folded, needle) and not _NEGATION_RE.search(
-                folded.replace(needle, " ")
-            ):
-                out.append(phrase)
-                break
+        if any(not _negated(folded, start, end)
+               for folded in folded_sentences
+               for start, end in tx.find_phrase(folded, needle)):
+            out.append(phrase)
     return out
+
+
+def _negated(folded: str, start: int, end: int) -> bool:
+    """Whether the phrase at ``folded[start:end]`` is negated in its own clause.
+
+    A negation counts up to :data:`NEGATION_WINDOW` words before the phrase
+    ("no post says the storm was a hoax", "rien n'indique un canular"), a
+    denial word after it ("hoax claims are false"); neither across a clause
+    break ("it was a hoax, but not..." still asserts it).
+    """
+    before = _CLAUSE_BREAK_RE.split(folded[:start])[-1]
+    window = " ".join(before.split()[-NEGATION_WINDOW:])
+    after = _CLAUSE_BREAK_RE.split(folded[end:])[0]
+    return bool(_NEGATION_RE.search(window) or _DENIAL_RE.search(after))
 
 
 def _first_cited_is(text: str, posts: Mapping[int, CitedPost], ids: Sequence[str]) -> bool:

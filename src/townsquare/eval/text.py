@@ -185,20 +185,24 @@ def names(text: str) -> list[str]:
     return list(out)
 
 
-def contains_phrase(haystack_folded: str, phrase: str) -> bool:
-    """``phrase`` (folded here) in ``haystack_folded`` on word boundaries.
+def find_phrase(haystack_folded: str, phrase: str) -> list[tuple[int, int]]:
+    """Where ``phrase`` (folded here) occurs in ``haystack_folded``, on word boundaries.
 
     A phrase ending in a letter may be followed by more letters ("deal" finds
     "deals"); one ending in a digit may not ("4" does not find "40").
     """
     needle = fold(phrase).strip()
     if not needle:
-        return False
+        return []
     left = r"(?<![a-z0-9])" if needle[0].isalnum() else ""
     right = r"(?![0-9])" if needle[-1].isdigit() else ""
     if needle[-1].isalpha() and len(needle) <= 3:
         right = r"(?![a-z0-9])"
-    return re.search(left + re.escape(needle) + right, haystack_folded) is not None
+    return [m.span() for m in re.finditer(left + re.escape(needle) + right, haystack_folded)]
+
+
+def contains_phrase(haystack_folded: str, phrase: str) -> bool:
+    return bool(find_phrase(haystack_folded, phrase))
 
 
 def normalize_figures(text: str) -> str:
