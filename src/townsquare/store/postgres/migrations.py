@@ -186,7 +186,20 @@ def m002_accounts(conn: psycopg.Connection, schema: str) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts]
+def m004_conversation_titles(conn: psycopg.Connection, schema: str) -> None:
+    """Conversations can be renamed; the list orders them by their newest message.
+
+    (Named like SQLite's m004, which it mirrors; PostgreSQL never needed an m003.)
+    """
+    conn.execute(
+        """
+        ALTER TABLE conversations ADD COLUMN title text;
+        CREATE INDEX conversations_owner ON conversations (owner, created_at);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m004_conversation_titles]
 
 
 def _applied(conn: psycopg.Connection, schema: str) -> set[str]:

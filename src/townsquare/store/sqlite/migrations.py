@@ -158,7 +158,20 @@ def m003_fts_insert_without_trigger(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER IF EXISTS posts_ai")
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_fts_insert_without_trigger]
+def m004_conversation_titles(conn: sqlite3.Connection) -> None:
+    """Conversations can be renamed; the list orders them by their newest message."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE conversations ADD COLUMN title TEXT;
+        CREATE INDEX conversations_owner ON conversations(owner, created_ms);
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_conversation_titles,
+]
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
