@@ -1275,7 +1275,8 @@
     document.addEventListener("keydown", (event) => {
       // "/" jumps to the search box, as on most sites.
       const tag = event.target && event.target.tagName;
-      if (event.key === "/" && !["INPUT", "TEXTAREA", "SELECT"].includes(tag)) {
+      if (event.key === "/" && !["INPUT", "TEXTAREA"].includes(tag) && !event.ctrlKey &&
+          !event.metaKey) {
         event.preventDefault();
         showView("now");
         $("search-query").focus();
