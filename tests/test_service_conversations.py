@@ -215,3 +215,26 @@ def test_the_feed_delivers_each_post_once_whichever_path_sees_it_first(home: Pat
         assert feed.poll_once() == 0
     finally:
         runtime.close()
+
+
+async def test_watches_hear_posts_another_process_commits(home: Path) -> None:
+    runtime = make_runtime()
+    writer = make_runtime()  # another process's handle on the same store
+    try:
+        async with loopback(runtime) as client:
+            h = Api.auth(Api(None, runtime, client).key("watcher"))
+            made = await client.post("/v1/watches", json={"query": "bridge reopens"}, headers=h)
+            wid = made.json()["id"]
+            async with client.stream("GET", f"/v1/watches/{wid}/events", headers=h) as resp:
+                lines = resp.aiter_lines()
+                assert (await anext(lines)).startswith(": watching")
+                await add_posts(writer, [fresh("w1", "The bridge reopens at noon")])
+                data = None
+                async for line in lines:
+                    if line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        break
+                assert data is not None and data["post"]["id"] == "jsonl:w1"
+    finally:
+        writer.close()
+        runtime.close()

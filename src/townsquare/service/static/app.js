@@ -1154,15 +1154,23 @@
     if (!state.key || state.trendsGone || gen !== state.pollGen || document.hidden) return;
     let delay = TRENDS_EVERY_MS;
     try {
-      const [trends, stories] = await Promise.all([
+      const mode = "&mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular");
+      let [trends, stories] = await Promise.all([
         getData("/v1/trends?window=1h"),
-        getData("/v1/stories?mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular")),
+        getData("/v1/stories?window=1h" + mode),
       ]);
       if (trends === null && stories === null) {
         state.trendsGone = true; // this server has no trends: hide the panel for good
         $("trending").hidden = true;
         return;
       }
+      // A quiet hour: the day's stories rather than an empty panel, and say so.
+      let windowLabel = "last hour";
+      if (stories !== null && !stories.length) {
+        stories = await getData("/v1/stories?window=24h" + mode);
+        windowLabel = "last 24 hours";
+      }
+      $("stories-window").textContent = windowLabel;
       const t = (trends || []).slice(0, 10);
       const s = (stories || []).slice(0, 5);
       $("trends").replaceChildren(...t.map(trendItem));
