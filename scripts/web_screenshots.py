@@ -62,7 +62,7 @@ def main() -> None:
                         data = None
                     if data:
                         break
-                if data and sum(1 for s in data if s.get("summary")) >= 2:
+                if data and any(s.get("summary") for s in data):
                     break
                 time.sleep(3)
             with sync_playwright() as pw:
@@ -73,7 +73,7 @@ def main() -> None:
                                             device_scale_factor=1)
                     page.goto(f"{base}/#key={key}")
                     page.wait_for_selector("#feed-list li.post")
-                    page.wait_for_selector("#stories .story", timeout=240_000)
+                    page.wait_for_selector("#stories .story-summary", timeout=120_000)
                     time.sleep(2.5)  # a few live posts arrive
                     path = out / f"web-landing-{width}.png"
                     page.screenshot(path=str(path))

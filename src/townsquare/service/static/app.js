@@ -41,6 +41,7 @@
     langs: new Set(),
     conversations: [],
     deleteArmed: 0,
+    storiesSeen: false,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -1154,7 +1155,13 @@
     if (!state.key || state.trendsGone || gen !== state.pollGen || document.hidden) return;
     let delay = TRENDS_EVERY_MS;
     try {
-      const mode = "&mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular");
+      // The first look never waits on the model (summaries already written come back);
+      // later polls let the server write one more each time.
+      const first = !state.storiesSeen;
+      const mode = "&mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular") +
+        "&summaries=" + (first ? 0 : 1);
+      state.storiesSeen = true;
+      if (first) delay = 100; // then at once ask for the summaries still missing
       let [trends, stories] = await Promise.all([
         getData("/v1/trends?window=1h"),
         getData("/v1/stories?window=1h" + mode),
