@@ -132,9 +132,9 @@ def test_serve_refuses_a_bad_source_option_naming_it(home: Path) -> None:
 
 
 @asynccontextmanager
-async def loopback(runtime: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def loopback(runtime: Any, trends: bool = False) -> AsyncIterator[httpx.AsyncClient]:
     """The real app on a loopback port (SSE needs a streaming transport), no sources."""
-    app = create_app(runtime, trends=False, web=False)
+    app = create_app(runtime, trends=trends, web=False)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -235,6 +235,32 @@ async def test_watches_hear_posts_another_process_commits(home: Path) -> None:
                         data = json.loads(line[6:])
                         break
                 assert data is not None and data["post"]["id"] == "jsonl:w1"
+    finally:
+        writer.close()
+        runtime.close()
+
+
+async def test_trends_count_posts_another_process_commits(home: Path) -> None:
+    runtime = make_runtime()
+    writer = make_runtime()
+    said = ["the water is rising", "sandbags on the quay", "shops are closing early",
+            "the ferry is cancelled"]
+    try:
+        async with loopback(runtime, trends=True) as client:
+            h = Api.auth(Api(None, runtime, client).key("trends"))
+            while (await client.get("/v1/trends", headers=h)).status_code == 503:
+                await asyncio.sleep(0.05)  # warming up from the (empty) store
+            await add_posts(writer, [
+                fresh(f"f{i}", f"Flood alert at the harbour #hafenflut, {said[i % 4]} ({i})",
+                      author=f"person{i}")
+                for i in range(12)])
+            for _ in range(200):
+                data = (await client.get("/v1/trends", headers=h)).json()["data"]
+                if any(t["label"] == "#hafenflut" for t in data):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the burst never reached /v1/trends: {data}")
     finally:
         writer.close()
         runtime.close()

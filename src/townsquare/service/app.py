@@ -146,7 +146,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.feed = posts
+    app.state.feed = services.feed = posts
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)
