@@ -850,7 +850,7 @@
 
   function feedState(text, live) {
     $("feed-state").textContent = text;
-    $("feed-state").className = "feed-state" + (live ? " live" : "");
+    $("feed-state").className = "feed-state" + (live ? " on" : "");
   }
 
   function showPost(p, fresh) {
