@@ -71,17 +71,22 @@ needs_chromium = pytest.mark.skipif(
 
 XSS = "<img src=x onerror=alert(1)>"
 MD_IMAGE = "![x](http://evil/x.png)"
-POSTS = [
-    {"id": "1", "author": "alice.example", "author_name": "Alice Martin",
-     "text": "The train strike in Paris is over, trains run again tonight #greve",
-     "created_at": ago(minutes=5), "url": "https://example.org/alice/1"},
-    {"id": "2", "author": "mallory", "text": f"train strike pics {XSS} {MD_IMAGE} lol",
-     "created_at": ago(minutes=20), "url": "javascript:alert(1)"},
-    {"id": "3", "author": "carol", "text": "Train strike: stations were empty all morning",
-     "created_at": ago(hours=2)},
-    {"id": "4", "author": "dave", "text": "Lovely weather for a picnic today",
-     "created_at": ago(minutes=1)},
-]
+
+
+def sample_posts() -> list[dict[str, Any]]:
+    """The stored posts, aged relative to now (the fixture's now: a long suite run comes later
+    than this module's import)."""
+    return [
+        {"id": "1", "author": "alice.example", "author_name": "Alice Martin",
+         "text": "The train strike in Paris is over, trains run again tonight #greve",
+         "created_at": ago(minutes=5), "url": "https://example.org/alice/1"},
+        {"id": "2", "author": "mallory", "text": f"train strike pics {XSS} {MD_IMAGE} lol",
+         "created_at": ago(minutes=20), "url": "javascript:alert(1)"},
+        {"id": "3", "author": "carol", "text": "Train strike: stations were empty all morning",
+         "created_at": ago(hours=2)},
+        {"id": "4", "author": "dave", "text": "Lovely weather for a picnic today",
+         "created_at": ago(minutes=1)},
+    ]
 
 
 @dataclass
@@ -110,7 +115,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     script = tmp_path / "llm-script.json"
     script.write_text(json.dumps(SCRIPT), encoding="utf-8")
     monkeypatch.setenv(SCRIPT_ENV, str(script))
-    posts = write_jsonl(tmp_path / "posts.jsonl", POSTS)
+    posts = write_jsonl(tmp_path / "posts.jsonl", sample_posts())
     result = CliRunner().invoke(main, ["ingest", "jsonl", str(posts), "-q"])
     assert result.exit_code == 0, result.output
 
@@ -579,6 +584,13 @@ def test_conversations_survive_reload_rename_delete_and_stay_private(
     page.keyboard.press("Enter")
     expect(page.locator("#chat-title")).to_have_text("Strike watch")
     expect(page.locator("#conversations li").first).to_contain_text("Strike watch")
+
+    # Export: a Markdown file with the citations as links.
+    with page.expect_download() as download:
+        page.click("#chat-export")
+    assert download.value.suggested_filename == "strike-watch.md"
+    markdown = Path(download.value.path()).read_text(encoding="utf-8")
+    assert markdown.startswith("# Strike watch\n") and "](https://example.org/alice/1)" in markdown
 
     # Another key cannot see it.
     other = served.make_key("business")
