@@ -264,3 +264,16 @@ async def test_trends_count_posts_another_process_commits(home: Path) -> None:
     finally:
         writer.close()
         runtime.close()
+
+
+def test_config_toml_sources_take_options_as_tables(home: Path) -> None:
+    (home / "config.toml").write_text(
+        'sources = ["jsonl:/tmp/none.jsonl follow=false",\n'
+        '           {spec = "rss:https://ex.org/feed.xml", interval = 45}]\n',
+        encoding="utf-8")
+    from townsquare.config import load_settings
+
+    with pytest.raises(SourceError):  # follow=false reads once: the file must exist
+        build_sources(load_settings().sources)
+    (_, rss), = build_sources(load_settings().sources[1:])
+    assert rss.interval == 45.0  # type: ignore[attr-defined]
