@@ -7,6 +7,7 @@ both, so the layers above never need to know which store they talk to.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -334,6 +335,54 @@ def test_conversations_belong_to_their_owner(store: Store) -> None:
     assert store.get_conversation(anon.id, None) is not None
     assert store.get_conversation(anon.id, "alice") is None
     assert store.get_conversation("conv_missing", "alice") is None
+
+
+def test_conversations_list_rename_delete_only_for_their_owner(store: Store) -> None:
+    first = store.create_conversation("alice", "regular")
+    store.add_message(first.id, "user", "what about the strike?")
+    store.add_message(first.id, "assistant", "it is over [1]")
+    second = store.create_conversation("alice", "fun")
+    theirs = store.create_conversation("bob", "regular")
+    store.add_message(theirs.id, "user", "bob's question")
+    time.sleep(0.01)  # activity is kept to the millisecond
+    store.add_message(second.id, "user", "and the weather?")  # the newest activity
+
+    listed = store.list_conversations("alice")
+    assert [c.id for c in listed] == [second.id, first.id]
+    assert listed[1].first_question == "what about the strike?" and listed[1].messages == 2
+    assert listed[1].title is None and listed[0].mode == "fun"
+    assert listed[1].updated_at >= listed[1].created_at
+    assert [c.id for c in store.list_conversations("bob")] == [theirs.id]
+    assert store.list_conversations("mallory") == []
+    assert [c.id for c in store.list_conversations("alice", limit=1)] == [second.id]
+    older = store.list_conversations("alice", before=listed[0].updated_at)
+    assert [c.id for c in older] == [first.id]
+
+    assert store.rename_conversation(first.id, "alice", "Strike")
+    assert not store.rename_conversation(first.id, "bob", "mine now")
+    assert not store.rename_conversation("conv_missing", "alice", "x")
+    got = store.get_conversation(first.id, "alice")
+    assert got is not None and got.title == "Strike"
+    assert store.list_conversations("alice")[1].title == "Strike"
+    assert store.rename_conversation(first.id, "alice", None)
+    assert store.list_conversations("alice")[1].title is None
+
+    assert not store.delete_conversation(first.id, "bob")
+    assert store.get_conversation(first.id, "alice") is not None
+    assert store.delete_conversation(first.id, "alice")
+    assert store.get_conversation(first.id, "alice") is None
+    assert not store.delete_conversation(first.id, "alice")
+    assert [c.id for c in store.list_conversations("alice")] == [second.id]
+
+
+def test_last_key_follows_new_rows(store: Store) -> None:
+    assert store.last_key() == 0
+    store.apply("s", [Upsert(post("a", "one", timedelta(minutes=1)))], None)
+    first = store.last_key()
+    assert first > 0
+    store.apply("s", [Upsert(post("b", "two", timedelta(minutes=2)))], None)
+    assert store.last_key() > first
+    assert [p.id for _, p in store.iter_posts(after_key=first)] == ["jsonl:b"]
 
 
 def test_stats_shape(filled: Store) -> None:

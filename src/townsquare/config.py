@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     llm_max_concurrency: int = 8
     #: Recency half-life for ranking (a duration like 6h).
     half_life: str = "6h"
-    #: Sources `serve` runs (spec strings like jetstream, rss:https://...).
-    sources: list[str] = Field(default_factory=list)
+    #: Sources `serve` runs: spec strings like "jetstream", "rss:https://... interval=60",
+    #: or tables {spec = "rss:https://...", interval = 60} (see supervisor.parse_spec).
+    sources: list[str | dict[str, Any]] = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8080
     nats_url: str = ""

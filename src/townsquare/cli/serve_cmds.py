@@ -24,7 +24,8 @@ from townsquare.store.base import ApiKeyRecord, Store
 @click.option("--host", help="Interface to listen on (default from config: 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default from config: 8080; 0 picks a free one).")
 @click.option("--source", "sources", multiple=True, metavar="SPEC",
-              help="Ingest this source: jetstream, rss:URL, mastodon:URL, jsonl:PATH "
+              help="Ingest this source: jetstream, rss:URL, mastodon:URL, jsonl:PATH, "
+              "options as key=value words after it, quoted: \"rss:URL interval=60\" "
               "(repeatable; default from config, else Bluesky's Jetstream).")
 @click.option("--demo", is_flag=True,
               help="Replay the bundled sample stream instead (works offline).")
@@ -53,14 +54,31 @@ def serve(
     serving what it has. On first start it creates a key for the web page,
     saved in <home>/web-key, and prints the URL to open.
 
+    A source's options follow its spec as key=value words: a jsonl file is
+    followed as it grows (follow=false reads it once), rss takes interval=SECONDS
+    (default 300) and timeout, mastodon takes timeline (public, public:local,
+    hashtag:TAG), token (or TOWNSQUARE_MASTODON_TOKEN) and transport. In
+    config.toml, a source is a string in the same form or a table:
+    sources = [{spec = "rss:https://example.org/feed.xml", interval = 60}].
+
+    Posts that another process (`townsquare ingest`) commits to the same store
+    reach the page's live feed and the watches too.
+
     \b
     Examples:
       townsquare serve --demo
-      townsquare serve --source jetstream --source rss:https://example.org/feed.xml
+      townsquare serve --source jetstream --source "rss:https://example.org/feed.xml interval=60"
+      townsquare serve --source "mastodon:https://mastodon.social timeline=hashtag:climate"
+      townsquare serve --source jsonl:/var/spool/posts.jsonl
       townsquare serve --port 9000 --no-ingest
     """
     from townsquare.service.auth import ensure_web_key
-    from townsquare.service.supervisor import DEFAULT_SOURCES, Supervisor, build_sources
+    from townsquare.service.supervisor import (
+        DEFAULT_SOURCES,
+        SourceSpec,
+        Supervisor,
+        build_sources,
+    )
 
     for key, value in (("host", host), ("port", port), ("llm", llm), ("embedder", embedder)):
         if value is not None:
@@ -68,7 +86,7 @@ def serve(
     settings = cli.settings
     if demo and (sources or no_ingest):
         raise click.UsageError("--demo replaces the sources: drop --source/--no-ingest")
-    specs: list[str] = []
+    specs: list[SourceSpec] = []
     if demo:
         specs = ["demo"]
     elif not no_ingest:
@@ -97,7 +115,7 @@ def serve(
         app = create_app(runtime, supervisor=supervisor)
         actual_port = sock.getsockname()[1]
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        what = ", ".join(specs) if specs else "no sources"
+        what = ", ".join(name for name, _ in named) if named else "no sources"
         click.echo(f"townsquare {settings.home}: ingesting {what}")
         if specs and not demo:
             click.echo("(no network? `townsquare serve --demo` replays a bundled sample "

@@ -20,7 +20,9 @@ OpenAPI document and the web page's static shell; see
 ``POST /v1/chat/completions``         OpenAI chat, streamed (SSE) or not; ``citations``,
                                       ``conversation_id``, xAI's ``search_parameters``
 ``GET /v1/models[/{id}]``             one model per persona (``townsquare``, ``-fun``)
-``GET /v1/conversations/{id}``        a conversation of the calling key
+``/v1/conversations[/{id}[/export]]`` the calling key's conversations: list, read,
+                                      rename, delete, export as Markdown
+``GET /v1/posts/stream``              new posts as they commit, any process (SSE)
 ``POST /v1/search``                   hybrid search with filters
 ``GET /v1/posts/{id}``                one post (posts are shared public data)
 ``GET /v1/live``                      sources' status, posts/s, lag
@@ -45,7 +47,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from townsquare import __version__
 from townsquare.runtime import Runtime
-from townsquare.service import chat, conversations, data, models, ops, watches
+from townsquare.service import chat, conversations, data, feed, models, ops, watches
 from townsquare.service.auth import Authenticator
 from townsquare.service.deps import Services, declare_security
 from townsquare.service.errors import install_error_handlers
@@ -95,8 +97,11 @@ def create_app(
     if search_cache_s is None:
         search_cache_s = 5.0 if has_dense else 1.0
     search_cache = SearchCache(ttl_s=search_cache_s, version=lambda: _dense_seq(runtime))
+    # Every committed post, from this process's sources or another process's ingest.
+    posts = feed.PostFeed(store)
     if supervisor is not None:
-        supervisor.add_listener(search_cache.invalidate)
+        supervisor.add_listener(posts.heard)
+    posts.add_listener(search_cache.invalidate)
     services = Services(
         runtime=runtime,
         auth=Authenticator(store, runtime.settings.tiers, cache_s=auth_cache_s),
@@ -114,6 +119,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background = [
             asyncio.create_task(_start_background(services, trends), name="start-background"),
+            asyncio.create_task(posts.run(), name="live-feed"),
         ]
         every = runtime.settings.story_refresh_s
         if trends and every > 0:
@@ -147,10 +153,12 @@ def create_app(
         dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
+    app.state.feed = services.feed = posts
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(conversations.router)
+    app.include_router(feed.router)  # before data's /v1/posts/{id}, which would take "stream"
     app.include_router(data.router)
     app.include_router(ops.router)
     watches.mount(app, services)

@@ -47,6 +47,8 @@ class Services:
     story_summarizer: Any = None
     #: The story loop (``townsquare.service.story_loop.StoryLoop``) once it runs.
     story_loop: Any = None
+    #: Every committed post, any writer (``townsquare.service.feed.PostFeed``).
+    feed: Any = None
     started: float = field(default_factory=time.time)
 
     def meter(self, who: Principal, model: str, prompt: int, completion: int, route: str) -> None:

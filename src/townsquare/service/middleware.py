@@ -36,6 +36,8 @@ PUBLIC_PREFIXES = ("/static/",)
 TOKEN_PATHS = frozenset({"/v1/chat/completions"})
 #: Authenticated routes that do not count against the per-minute request limit.
 UNMETERED_PATHS = frozenset({"/v1/live"})
+#: Streams the web page keeps open: counted per minute, but they hold no concurrency slot.
+LONG_LIVED_PATHS = frozenset({"/v1/posts/stream"})
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
@@ -176,6 +178,10 @@ class GateMiddleware:
         if refusal is not None:
             self.metrics.rate_limited.labels(refusal.kind).inc()
             await send_error(send, refusal_error(refusal, self.limiter.headers(who)))
+            return
+        if scope["path"] in LONG_LIVED_PATHS:
+            self.limiter.release(who)  # an open feed must not lock a free key out of chat
+            await self.app(scope, receive, send)
             return
 
         async def send_with_limits(message: Message) -> None:

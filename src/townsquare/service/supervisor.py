@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,19 +46,79 @@ DEFAULT_SOURCES = ["jetstream"]
 RATE_WINDOW_S = 10.0
 
 
-def build_sources(specs: Iterable[str]) -> list[tuple[str, Source]]:
-    """``KIND[:TARGET]`` specs -> named sources (``demo`` is the shipped sample stream)."""
+#: What ``serve`` gives a source unless its spec says otherwise: a file is followed
+#: (as ``ingest --follow`` does), not read once.
+SERVE_DEFAULTS: dict[str, dict[str, Any]] = {"jsonl": {"follow": True}}
+
+SourceSpec = str | Mapping[str, Any]
+
+
+def parse_spec(spec: SourceSpec) -> tuple[str, dict[str, Any]]:
+    """A source spec -> (``KIND[:TARGET]``, options).
+
+    Two forms, one meaning:
+
+    - a string, the options as ``key=value`` words after the target:
+      ``"rss:https://example.org/feed.xml interval=60"``,
+      ``"mastodon:https://mastodon.social timeline=hashtag:climate token=..."``;
+    - a table (``config.toml``): ``{spec = "rss:https://...", interval = 60}``.
+
+    Values are validated by the source itself (a typo'd option or a bad value
+    is a :class:`SourceError` naming the options it knows).
+    """
+    if isinstance(spec, Mapping):
+        options = {str(k).replace("-", "_"): v for k, v in spec.items()}
+        target = options.pop("spec", None)
+        if not isinstance(target, str) or not target.strip():
+            raise SourceError(f"a source table needs spec = \"KIND[:TARGET]\" (got {dict(spec)})")
+        if len(target.split()) > 1:
+            raise SourceError(f"a source table's spec has no options in it: {target!r}")
+        return target.strip(), options
+    words = str(spec).split()
+    if not words:
+        return "", {}
+    options = {}
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        if not eq or not key:
+            raise SourceError(f"source option {word!r} in {words[0]!r}: use key=value")
+        options[key.replace("-", "_")] = value
+    return words[0], options
+
+
+def build_sources(specs: Iterable[SourceSpec]) -> list[tuple[str, Source]]:
+    """Specs -> named sources (``demo`` is the shipped sample stream).
+
+    The name (shown on the page and in /metrics) is ``KIND[:TARGET]`` alone:
+    options such as a token never appear there.
+    """
     out: list[tuple[str, Source]] = []
     seen: set[str] = set()
     for spec in specs:
-        spec = spec.strip()
-        if not spec or spec in seen:
+        name, options = parse_spec(spec)
+        if not name or name in seen:
             continue
-        seen.add(spec)
-        if spec.partition(":")[0] == "demo":
+        seen.add(name)
+        kind = name.partition(":")[0]
+        if kind == "demo":
             import townsquare.service.demo  # noqa: F401 - registers the demo source
-        out.append((spec, source_from_spec(spec)))
+        if kind == "mastodon" and "token" not in options:
+            token = os.environ.get("TOWNSQUARE_MASTODON_TOKEN")
+            if token:
+                options["token"] = token
+        if kind == "jsonl" and isinstance(options.get("follow"), str):
+            options["follow"] = _flag(options["follow"], name)
+        out.append((name, source_from_spec(name, **{**SERVE_DEFAULTS.get(kind, {}),
+                                                    **options})))
     return out
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SourceError(f"{name}: follow must be true or false, not {value!r}")
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 The engine is derived state: at startup it is rebuilt from the store's
 recent posts in a worker thread (the API serves meanwhile; these two routes
 answer 503 with ``Retry-After`` until it is ready), then fed every committed
-post (and told of every delete) by the supervisor's ingest listener.
+post (and told of every delete) through the live feed (:mod:`townsquare.service.feed`).
 
 Story summaries are written by the answer engine's LLM
 (:class:`townsquare.answer.summaries.StorySummarizer`) in the persona the
@@ -51,7 +51,11 @@ async def attach(services: Services) -> TrendEngine:
         if deleted:
             engine.forget(deleted)
 
-    if services.supervisor is not None:
+    # Through the live feed: posts another process's ingest commits count too (the
+    # engine counts a post once, so those it just loaded from the store are not doubled).
+    if services.feed is not None:
+        services.feed.add_listener(listener)
+    elif services.supervisor is not None:
         services.supervisor.add_listener(listener)
     services.trends = engine
     return engine

@@ -3,8 +3,9 @@
 A watch is a query plus filters saved by one API key (only that key lists,
 reads or deletes it; any other key gets 404). It is one of two kinds:
 
-- ``posts`` (the default): every batch the supervisor commits is matched
-  against the watches, new posts only;
+- ``posts`` (the default): every batch committed to the store, by this
+  server's sources or by another process (:mod:`townsquare.service.feed`), is
+  matched against the watches, new posts only;
 - ``stories``: each story refresh (:mod:`townsquare.service.story_loop`)
   matches the window's stories, and a story the watch has not reported yet
   (by id, which survives refreshes) is pushed once it has ``min_posts`` posts.
@@ -358,8 +359,8 @@ def mount(app: FastAPI, services: Services) -> WatchHub:
     guard = DestinationGuard(settings.webhook_allow)
     hub = WatchHub(WatchFile(settings.home / "watches.json"), live_keys,
                    webhooks=WebhookDispatcher(guard))
-    if services.supervisor is not None:
-        services.supervisor.add_listener(hub.listener)
+    # The live feed: posts this process commits and those another process's ingest does.
+    app.state.feed.add_listener(hub.listener)
     app.state.watches = hub
     app.include_router(router)
     return hub

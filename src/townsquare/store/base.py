@@ -190,6 +190,22 @@ class Conversation:
     mode: str
     created_at: datetime
     messages: list[StoredMessage] = field(default_factory=list)
+    #: Set by a rename; None: the page shows the first question instead.
+    title: str | None = None
+
+
+@dataclass(slots=True)
+class ConversationSummary:
+    """One row of a key's conversation list (no messages: the list stays cheap)."""
+
+    id: str
+    mode: str
+    title: str | None
+    #: The first user message, for conversations never renamed.
+    first_question: str | None
+    created_at: datetime
+    updated_at: datetime
+    messages: int
 
 
 class Store(ABC):
@@ -251,6 +267,10 @@ class Store(ABC):
     @abstractmethod
     def recent(self, filters: SearchFilters, limit: int) -> list[Candidate]:
         """Newest posts passing ``filters``, newest first (score = created epoch seconds)."""
+
+    @abstractmethod
+    def last_key(self) -> int:
+        """The highest post key stored (0 when empty): where a follower of new rows starts."""
 
     @abstractmethod
     def iter_posts(
@@ -341,6 +361,20 @@ class Store(ABC):
     def add_message(
         self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None
     ) -> None: ...
+
+    @abstractmethod
+    def list_conversations(
+        self, owner: str | None, limit: int = 50, before: datetime | None = None
+    ) -> list[ConversationSummary]:
+        """``owner``'s conversations, most recently active first (``before``: older pages)."""
+
+    @abstractmethod
+    def rename_conversation(self, conv_id: str, owner: str | None, title: str | None) -> bool:
+        """Set (None: clear) the title; False if missing *or owned by someone else*."""
+
+    @abstractmethod
+    def delete_conversation(self, conv_id: str, owner: str | None) -> bool:
+        """Delete it and its messages; False if missing *or owned by someone else*."""
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -1,4 +1,5 @@
-// townsquare web page: chat with streamed, cited answers, live source status, trends.
+// townsquare web page: what is happening now (live feed, search, stories) and chat with
+// streamed, cited answers, kept per key as conversations.
 //
 // Plain JS, no dependencies, no build step. The Content-Security-Policy forbids
 // inline code and remote content, so everything the page shows is built here as
@@ -9,6 +10,10 @@
 (() => {
   const KEY_STORE = "townsquare.key";
   const MODE_STORE = "townsquare.mode";
+  const CONV_STORE = "townsquare.conversation";
+  const FEED_MAX = 100;
+  const FEED_RETRY_MS = 2000;
+  const PAUSED_MAX = 500;
   const MODELS = ["townsquare", "townsquare-fun"];
   const LIVE_EVERY_MS = 3000;
   const TRENDS_EVERY_MS = 30000;
@@ -30,6 +35,13 @@
     pollGen: 0,
     // Bumped by "New conversation": a stream still finishing belongs to the old one.
     epoch: 0,
+    view: "now",
+    feed: { abort: null, gen: 0, paused: false, held: [], retry: 0 },
+    sources: new Set(),
+    langs: new Set(),
+    conversations: [],
+    deleteArmed: 0,
+    storiesSeen: false,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -84,7 +96,7 @@
     if (Number.isNaN(t)) return node;
     node.dateTime = new Date(t).toISOString();
     node.dataset.ts = String(t);
-    node.title = new Date(t).toLocaleString();
+    node.title = new Date(t).toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
     node.textContent = shortAge((Date.now() - t) / 1000);
     return node;
   }
@@ -115,6 +127,95 @@
     }
   }
 
+  /** Display name (if known) and handle: never a bare account id when a handle exists. */
+  function authorNode(p) {
+    const who = el("span", "who");
+    const name = p.author_name ? String(p.author_name) : "";
+    if (name && name !== p.author) who.append(el("span", "name", name));
+    who.append(el("span", "handle", handle(p.author, p.source)));
+    if (p.author_id && p.author_id !== p.author) who.title = String(p.author_id);
+    return who;
+  }
+
+  const ENGAGEMENT = [
+    ["replies", ["reply_count", "replies"], "reply", "replies"],
+    ["reposts", ["repost_count", "reposts", "reblogs_count", "boosts"], "repost", "reposts"],
+    ["likes", ["like_count", "likes", "favourites_count"], "like", "likes"],
+    ["quotes", ["quote_count", "quotes"], "quote", "quotes"],
+  ];
+
+  /** "3 replies · 12 likes" from whichever engagement fields the post has (none: null). */
+  function engagementText(p) {
+    const nested = p.engagement && typeof p.engagement === "object" ? p.engagement : {};
+    const parts = [];
+    for (const [key, names, one, many] of ENGAGEMENT) {
+      let n = Number(nested[key]);
+      for (const name of names) {
+        if (!Number.isFinite(n) && p[name] !== undefined && p[name] !== null) n = Number(p[name]);
+      }
+      if (Number.isFinite(n)) parts.push(n.toLocaleString() + " " + (n === 1 ? one : many));
+    }
+    return parts.length ? parts.join(" · ") : null;
+  }
+
+  /** Text as nodes, each occurrence of a search term wrapped in <mark>. */
+  function highlighted(text, terms) {
+    const words = (terms || []).filter((t) => t.length > 1)
+      .map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    if (!words.length) return [document.createTextNode(text)];
+    const re = new RegExp("(" + words.join("|") + ")", "giu");
+    const nodes = [];
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      if (m.index > last) nodes.push(document.createTextNode(text.slice(last, m.index)));
+      nodes.push(el("mark", null, m[0]));
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+    return nodes;
+  }
+
+  /** A post as the feed, search results and stories show it. */
+  function postCard(p, terms) {
+    const li = el("li", "post");
+    li.dataset.id = String(p.id || "");
+    if (p.source) li.dataset.source = String(p.source);
+    if (p.lang) li.dataset.lang = String(p.lang);
+    const meta = el("span", "card-meta");
+    if (p.source) meta.append(el("span", "origin", String(p.source)));
+    if (p.lang) meta.append(el("span", "origin lang", String(p.lang)));
+    meta.append(timeNode(p.created_at));
+    li.append(el("div", "card-head", authorNode(p), meta));
+    const text = el("p", "post-text");
+    text.append(...highlighted(String(p.text || ""), terms));
+    li.append(text);
+    const foot = el("div", "post-foot");
+    const counts = engagementText(p);
+    if (counts) foot.append(el("span", "engagement", counts));
+    const url = safeUrl(p.url);
+    if (url) {
+      const link = el("a", "card-link", "Open post");
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.referrerPolicy = "no-referrer";
+      foot.append(link);
+    }
+    const explain = el("button", "link explain", "Explain this post");
+    explain.type = "button";
+    explain.addEventListener("click", () => askAbout(explainQuestion(p)));
+    foot.append(explain);
+    li.append(foot);
+    return li;
+  }
+
+  function explainQuestion(p) {
+    const text = String(p.text || "").replace(/\s+/g, " ").trim();
+    const short = text.length > 280 ? text.slice(0, 279) + "…" : text;
+    return "Explain this post by " + handle(p.author, p.source) + " and what people say " +
+      "about it: \"" + short + "\"";
+  }
+
   function handle(author, source) {
     const a = String(author || "unknown");
     if (a.startsWith("@") || /\s/.test(a) || source === "rss") return a;
@@ -143,6 +244,10 @@
     if (key) {
       $("keyform").hidden = true;
       startPolling();
+      loadConversations();
+      // Back where the last visit was: its conversation, if it still exists.
+      const last = stored(CONV_STORE);
+      if (last && !state.conversationId) openConversation(last);
     }
   }
 
@@ -308,9 +413,7 @@
     const li = el("li", "card");
     li.id = cardId(answer, c.n);
     li.tabIndex = -1;
-    const who = el("span", "who");
-    if (c.author_name) who.append(el("span", "name", String(c.author_name)));
-    who.append(el("span", "handle", handle(c.author, c.source)));
+    const who = authorNode(c);
     const meta = el("span", "card-meta");
     if (c.source) meta.append(el("span", "origin", String(c.source)));
     meta.append(timeNode(c.created_at));
@@ -369,11 +472,13 @@
     const decoder = new TextDecoder();
     let buffer = "";
     let data = [];
+    let name = "message";
     const line = (raw) => {
       const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
       if (text === "") {
-        if (data.length) onData(data.join("\n"));
+        if (data.length) onData(data.join("\n"), name);
         data = [];
+        name = "message";
         return;
       }
       if (text.startsWith(":")) return; // comment / keep-alive
@@ -382,6 +487,7 @@
       let value = colon < 0 ? "" : text.slice(colon + 1);
       if (value.startsWith(" ")) value = value.slice(1);
       if (field === "data") data.push(value);
+      else if (field === "event") name = value;
     };
     try {
       for (;;) {
@@ -410,6 +516,7 @@
     }
     const model = currentModel();
     const epoch = state.epoch;
+    showView("chat");
     state.busy = true;
     $("send").disabled = true;
     addUserMessage(question);
@@ -455,7 +562,7 @@
         if (Array.isArray(chunk.citations)) answer.citations = chunk.citations;
         if (chunk.degraded === true) answer.degraded = { retryAfter: chunk.retry_after };
         if (typeof chunk.conversation_id === "string" && epoch === state.epoch) {
-          state.conversationId = chunk.conversation_id;
+          setConversation(chunk.conversation_id);
         }
       });
       if (!finished) {
@@ -472,6 +579,7 @@
       finishAnswer(answer, error);
       state.busy = false;
       $("send").disabled = false;
+      if (state.conversationId && epoch === state.epoch) loadConversations();
     }
   }
 
@@ -480,14 +588,402 @@
     return checked && MODELS.includes(checked.value) ? checked.value : MODELS[0];
   }
 
-  function newConversation() {
+  function clearTranscript() {
     state.epoch += 1;
     if (state.abort) state.abort.abort();
-    state.conversationId = null;
+    setConversation(null);
     state.history = [];
     transcript().replaceChildren();
     $("empty").hidden = false;
+  }
+
+  function newConversation() {
+    clearTranscript();
+    showView("chat");
     $("question").focus();
+  }
+
+  /** A new conversation that asks ``question`` (from a post's or a story's button). */
+  function askAbout(question) {
+    if (state.busy) return;
+    clearTranscript();
+    submitQuestion(question);
+  }
+
+  // --- views -------------------------------------------------------------------------
+
+  function showView(view) {
+    state.view = view;
+    $("now").hidden = view !== "now";
+    $("chat").hidden = view !== "chat";
+    $("view-now").setAttribute("aria-pressed", String(view === "now"));
+    $("view-chat").setAttribute("aria-pressed", String(view === "chat"));
+  }
+
+  // --- conversations, kept on the server per key ---------------------------------------
+
+  function setConversation(id) {
+    state.conversationId = id;
+    store(CONV_STORE, id);
+    const conv = state.conversations.find((c) => c.id === id);
+    $("chat-title").textContent = conv ? conv.title : "New conversation";
+    $("chat-actions").hidden = !id;
+    disarmDelete();
+    for (const li of $("conversations").children) {
+      li.classList.toggle("current", li.dataset.id === id);
+    }
+  }
+
+  function conversationItem(c) {
+    const li = el("li", "conversation");
+    li.dataset.id = c.id;
+    if (c.id === state.conversationId) li.classList.add("current");
+    const open = el("button", "conversation-open",
+      el("span", "conversation-title", String(c.title || "Conversation")));
+    open.type = "button";
+    const meta = el("span", "conversation-meta");
+    meta.append(plural(Number(c.messages) || 0, "message") + " · ", timeNode(c.updated_at));
+    open.append(meta);
+    open.addEventListener("click", () => openConversation(c.id));
+    li.append(open);
+    return li;
+  }
+
+  async function loadConversations() {
+    if (!state.key) return;
+    try {
+      const resp = await api("/v1/conversations?limit=50");
+      if (!resp.ok) return;
+      const body = await resp.json();
+      state.conversations = Array.isArray(body.data) ? body.data : [];
+    } catch (_) {
+      return;
+    }
+    $("conversations").replaceChildren(...state.conversations.map(conversationItem));
+    $("conversations-empty").hidden = state.conversations.length > 0;
+    const current = state.conversations.find((c) => c.id === state.conversationId);
+    if (current) $("chat-title").textContent = current.title;
+  }
+
+  /** Show a stored conversation: its questions, answers and their cited posts. */
+  async function openConversation(id) {
+    if (!state.key || state.busy) return;
+    let conv;
+    try {
+      const resp = await api("/v1/conversations/" + encodeURIComponent(id));
+      if (resp.status === 404) {
+        if (state.conversationId === id || stored(CONV_STORE) === id) setConversation(null);
+        loadConversations();
+        return;
+      }
+      if (!resp.ok) throw await failureOf(resp);
+      conv = await resp.json();
+    } catch (err) {
+      $("banner").textContent = "Couldn't open the conversation: " + describe(err);
+      $("banner").hidden = false;
+      return;
+    }
+    clearTranscript();
+    const epoch = state.epoch;
+    for (const m of conv.messages || []) {
+      if (m.role === "user") {
+        addUserMessage(String(m.content || ""));
+        state.history.push({ role: "user", content: String(m.content || "") });
+      } else if (m.role === "assistant") {
+        const answer = addAnswer(conv.mode === "fun" ? "townsquare-fun" : "townsquare");
+        answer.text = String(m.content || "");
+        answer.citations = Array.isArray(m.citations) ? m.citations : [];
+        finishAnswer(answer, null);
+        state.history.push({ role: "assistant", content: answer.text });
+      }
+    }
+    if (epoch !== state.epoch) return;
+    setConversation(conv.id);
+    $("chat-title").textContent = String(conv.title || "Conversation");
+    $("sidebar").classList.remove("open");
+    $("toggle-sidebar").setAttribute("aria-expanded", "false");
+    showView("chat");
+  }
+
+  function startRename() {
+    const id = state.conversationId;
+    if (!id) return;
+    const title = $("chat-title");
+    const form = el("form", "rename-form");
+    const input = el("input");
+    input.type = "text";
+    input.id = "rename-input";
+    input.maxLength = 200;
+    input.value = title.textContent;
+    input.setAttribute("aria-label", "Conversation name");
+    form.append(input);
+    const done = () => {
+      form.replaceWith(title);
+      title.hidden = false;
+      $("chat-rename").focus();
+    };
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const resp = await api("/v1/conversations/" + encodeURIComponent(id), {
+          method: "PATCH",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ title: input.value }),
+        });
+        if (!resp.ok) throw await failureOf(resp);
+        const body = await resp.json();
+        title.textContent = String(body.title || "");
+      } catch (err) {
+        $("banner").textContent = "Couldn't rename the conversation: " + describe(err);
+        $("banner").hidden = false;
+      }
+      done();
+      loadConversations();
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") done();
+    });
+    title.replaceWith(form);
+    input.focus();
+    input.select();
+  }
+
+  function disarmDelete() {
+    window.clearTimeout(state.deleteArmed);
+    state.deleteArmed = 0;
+    $("chat-delete").textContent = "Delete";
+  }
+
+  /** First press arms (4 s), second deletes: no dialog, and keyboard-friendly. */
+  async function deleteCurrent() {
+    const id = state.conversationId;
+    if (!id) return;
+    if (!state.deleteArmed) {
+      $("chat-delete").textContent = "Delete for good?";
+      state.deleteArmed = window.setTimeout(disarmDelete, 4000);
+      return;
+    }
+    disarmDelete();
+    try {
+      const resp = await api("/v1/conversations/" + encodeURIComponent(id), { method: "DELETE" });
+      if (!resp.ok && resp.status !== 404) throw await failureOf(resp);
+    } catch (err) {
+      $("banner").textContent = "Couldn't delete the conversation: " + describe(err);
+      $("banner").hidden = false;
+      return;
+    }
+    clearTranscript();
+    showView("now");
+    loadConversations();
+  }
+
+  async function exportCurrent() {
+    const id = state.conversationId;
+    if (!id) return;
+    try {
+      const resp = await api("/v1/conversations/" + encodeURIComponent(id) +
+        "/export?format=markdown");
+      if (!resp.ok) throw await failureOf(resp);
+      const blob = await resp.blob();
+      const match = /filename="([^"]+)"/.exec(resp.headers.get("Content-Disposition") || "");
+      const a = el("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = match ? match[1] : "conversation.md";
+      document.body.append(a);
+      a.click();
+      a.remove();
+      window.setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (err) {
+      $("banner").textContent = "Couldn't export the conversation: " + describe(err);
+      $("banner").hidden = false;
+    }
+  }
+
+  // --- the live feed (SSE over fetch: EventSource cannot send the key) -------------------
+
+  function remember(p) {
+    let changed = false;
+    if (p.source && !state.sources.has(p.source)) {
+      state.sources.add(String(p.source));
+      changed = true;
+    }
+    if (p.lang && !state.langs.has(p.lang)) {
+      state.langs.add(String(p.lang));
+      changed = true;
+    }
+    if (changed) fillChoices();
+  }
+
+  /** Keep the source and language menus to what has been seen, keeping each choice. */
+  function fillChoices() {
+    const fill = (select, values, all) => {
+      const keep = select.value;
+      const options = [el("option", null, all)];
+      options[0].value = "";
+      for (const v of [...values].sort()) {
+        const o = el("option", null, v);
+        o.value = v;
+        options.push(o);
+      }
+      select.replaceChildren(...options);
+      select.value = values.has(keep) ? keep : "";
+    };
+    for (const select of document.querySelectorAll(".source-select")) {
+      fill(select, state.sources, "All sources");
+    }
+    for (const select of document.querySelectorAll(".lang-select")) {
+      fill(select, state.langs, "All languages");
+    }
+  }
+
+  function feedQuery() {
+    const params = new URLSearchParams();
+    const source = $("feed-source").value;
+    const lang = $("feed-lang").value;
+    const author = $("feed-author").value.trim().replace(/^@/, "");
+    if (source) params.set("sources", source);
+    if (lang) params.set("langs", lang);
+    if (author) params.set("authors", author);
+    params.set("backlog", "30");
+    return params.toString();
+  }
+
+  function feedState(text, live) {
+    $("feed-state").textContent = text;
+    $("feed-state").className = "feed-state" + (live ? " on" : "");
+  }
+
+  function showPost(p, fresh) {
+    const list = $("feed-list");
+    const old = list.querySelector('li.post[data-id="' + CSS.escape(String(p.id)) + '"]');
+    if (old) old.remove();
+    const card = postCard(p);
+    if (fresh) card.classList.add("new");
+    list.prepend(card);
+    while (list.children.length > FEED_MAX) list.lastElementChild.remove();
+    $("feed-empty").hidden = true;
+  }
+
+  function heldNote() {
+    const n = state.feed.held.length;
+    $("feed-paused").hidden = !state.feed.paused;
+    $("feed-paused").textContent = "Paused" + (n ? ": " + plural(n, "new post") +
+      " waiting." : ".");
+  }
+
+  function startFeed() {
+    stopFeed();
+    const feed = state.feed;
+    const gen = feed.gen;
+    const controller = new AbortController();
+    feed.abort = controller;
+    feed.held = [];
+    heldNote();
+    $("feed-list").replaceChildren();
+    $("feed-empty").hidden = false;
+    feedState("connecting…", false);
+    let ready = false;
+    (async () => {
+      try {
+        const resp = await api("/v1/posts/stream?" + feedQuery(), {
+          headers: { Accept: "text/event-stream" },
+          signal: controller.signal,
+        });
+        if (resp.status === 401) {
+          keyRefused((await failureOf(resp)).message);
+          return;
+        }
+        if (!resp.ok) throw await failureOf(resp);
+        await readEvents(resp.body, (data, name) => {
+          if (gen !== feed.gen) return;
+          if (name === "ready") {
+            ready = true;
+            feedState("live", true);
+            return;
+          }
+          if (name !== "post") return;
+          const post = JSON.parse(data);
+          remember(post);
+          if (ready && feed.paused) {
+            feed.held.push(post);
+            if (feed.held.length > PAUSED_MAX) feed.held.shift();
+            heldNote();
+          } else {
+            showPost(post, ready);
+          }
+        });
+        throw new Error("the feed ended");
+      } catch (err) {
+        if (gen !== feed.gen || (err && err.name === "AbortError")) return;
+        const retry = err instanceof ApiFailure ? Number(err.retryAfter) * 1000 : NaN;
+        feedState("reconnecting…", false);
+        feed.retry = window.setTimeout(() => {
+          if (gen === feed.gen && state.key) startFeed();
+        }, Number.isFinite(retry) && retry > 0 ? retry : FEED_RETRY_MS);
+      }
+    })();
+  }
+
+  function stopFeed() {
+    const feed = state.feed;
+    feed.gen += 1;
+    window.clearTimeout(feed.retry);
+    if (feed.abort) feed.abort.abort();
+    feed.abort = null;
+  }
+
+  function togglePause() {
+    const feed = state.feed;
+    feed.paused = !feed.paused;
+    $("feed-pause").textContent = feed.paused ? "Resume" : "Pause";
+    $("feed-pause").setAttribute("aria-pressed", String(feed.paused));
+    if (!feed.paused) {
+      for (const post of feed.held) showPost(post, true);
+      feed.held = [];
+    }
+    heldNote();
+  }
+
+  // --- search --------------------------------------------------------------------------
+
+  async function search() {
+    const query = $("search-query").value.trim();
+    const body = { query: query, limit: 30 };
+    const since = $("search-since").value;
+    const source = $("search-source").value;
+    const lang = $("search-lang").value;
+    if (since) body.since = since;
+    if (source) body.sources = [source];
+    if (lang) body.langs = [lang];
+    if (!query) body.mode = "recent";
+    const list = $("results-list");
+    $("results").hidden = false;
+    $("feed").hidden = true;
+    $("results-title").textContent = "Searching…";
+    try {
+      const resp = await api("/v1/search", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (!resp.ok) throw await failureOf(resp);
+      const data = (await resp.json()).data || [];
+      const terms = query.split(/\s+/).map((t) => t.replace(/^[#@"']+|["']+$/g, ""))
+        .filter(Boolean);
+      data.forEach(remember);
+      list.replaceChildren(...data.map((p) => postCard(p, terms)));
+      $("results-title").textContent = (data.length ? plural(data.length, "post") : "No post") +
+        (query ? " for “" + query + "”" : " (newest)");
+    } catch (err) {
+      list.replaceChildren();
+      $("results-title").textContent = "Search failed: " + describe(err);
+    }
+  }
+
+  function closeResults() {
+    $("results").hidden = true;
+    $("feed").hidden = false;
+    $("search-query").focus();
   }
 
   // --- live indicator ------------------------------------------------------------
@@ -599,6 +1095,7 @@
 
   function storyItem(s) {
     const li = el("li", "story", el("h3", "story-title", String(s.title || "")));
+    li.dataset.id = String(s.id || "");
     const meta = el("p", "story-meta");
     meta.append(plural(Number(s.size) || 0, "post") + " · " +
       plural(Number(s.authors) || 0, "author") + " · ");
@@ -626,6 +1123,30 @@
         li.append(list);
       }
     }
+    const actions = el("div", "story-actions");
+    const posts = Array.isArray(s.posts) ? s.posts : [];
+    if (posts.length) {
+      const shown = el("ol", "posts story-posts");
+      shown.hidden = true;
+      const toggle = el("button", "link story-open", "Show " + plural(posts.length, "post"));
+      toggle.type = "button";
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.addEventListener("click", () => {
+        if (!shown.children.length) shown.append(...posts.map((p) => postCard(p)));
+        shown.hidden = !shown.hidden;
+        toggle.setAttribute("aria-expanded", String(!shown.hidden));
+        toggle.textContent = (shown.hidden ? "Show " : "Hide ") + plural(posts.length, "post");
+      });
+      actions.append(toggle);
+      li.append(actions, shown);
+    } else {
+      li.append(actions);
+    }
+    const ask = el("button", "link story-ask", "Ask about this");
+    ask.type = "button";
+    ask.addEventListener("click", () => askAbout("What is happening with " +
+      JSON.stringify(String(s.title || "")) + "? What are people saying?"));
+    actions.append(ask);
     return li;
   }
 
@@ -634,21 +1155,43 @@
     if (!state.key || state.trendsGone || gen !== state.pollGen || document.hidden) return;
     let delay = TRENDS_EVERY_MS;
     try {
-      const [trends, stories] = await Promise.all([
+      // The first look never waits on the model (summaries already written come back);
+      // later polls let the server write one more each time.
+      const first = !state.storiesSeen;
+      const mode = "&mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular") +
+        "&summaries=" + (first ? 0 : 1);
+      state.storiesSeen = true;
+      if (first) delay = 100; // then at once ask for the summaries still missing
+      let [trends, stories] = await Promise.all([
         getData("/v1/trends?window=1h"),
-        getData("/v1/stories?mode=" + (currentModel() === "townsquare-fun" ? "fun" : "regular")),
+        getData("/v1/stories?window=1h" + mode),
       ]);
       if (trends === null && stories === null) {
         state.trendsGone = true; // this server has no trends: hide the panel for good
         $("trending").hidden = true;
         return;
       }
+      // A quiet hour: the day's stories rather than an empty panel, and say so.
+      let windowLabel = "last hour";
+      if (stories !== null && !stories.length) {
+        stories = await getData("/v1/stories?window=24h" + mode);
+        windowLabel = "last 24 hours";
+      }
+      $("stories-window").textContent = windowLabel;
       const t = (trends || []).slice(0, 10);
       const s = (stories || []).slice(0, 5);
       $("trends").replaceChildren(...t.map(trendItem));
+      // Keep a story's open post list open across refreshes.
+      const open = new Set([...document.querySelectorAll(".story")]
+        .filter((li) => li.querySelector(".story-open[aria-expanded=true]"))
+        .map((li) => li.dataset.id));
       $("stories").replaceChildren(...s.map(storyItem));
-      $("stories-title").hidden = !s.length;
-      $("trending").hidden = !t.length && !s.length;
+      for (const li of $("stories").children) {
+        if (open.has(li.dataset.id)) li.querySelector(".story-open").click();
+      }
+      $("trends-title").hidden = !t.length;
+      $("stories-empty").hidden = s.length > 0;
+      $("trending").hidden = false;
     } catch (err) {
       if (err instanceof ApiFailure && err.status === 401) {
         keyRefused(err.message);
@@ -663,19 +1206,22 @@
     }
   }
 
-  function startPolling() {
-    stopPolling();
+  /** Poll the live status and the stories; (re)open the feed unless ``keepFeed`` and open. */
+  function startPolling(keepFeed) {
+    stopPolling(keepFeed);
     pollLive(state.pollGen);
     pollTrends(state.pollGen);
+    if (!keepFeed || !state.feed.abort) startFeed();
   }
 
   /** Stop both polls; a poll still in flight sees the new generation and stops too. */
-  function stopPolling() {
+  function stopPolling(keepFeed) {
     state.pollGen += 1;
     window.clearTimeout(state.liveTimer);
     window.clearTimeout(state.trendsTimer);
     state.liveTimer = 0;
     state.trendsTimer = 0;
+    if (!keepFeed) stopFeed();
   }
 
   // --- wiring ----------------------------------------------------------------------
@@ -713,6 +1259,44 @@
       }
     });
     $("new-conversation").addEventListener("click", newConversation);
+    $("view-now").addEventListener("click", () => showView("now"));
+    $("view-chat").addEventListener("click", () => showView("chat"));
+    $("toggle-sidebar").addEventListener("click", () => {
+      const open = $("sidebar").classList.toggle("open");
+      $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+    });
+    $("chat-rename").addEventListener("click", startRename);
+    $("chat-delete").addEventListener("click", deleteCurrent);
+    $("chat-export").addEventListener("click", exportCurrent);
+    $("feed-pause").addEventListener("click", togglePause);
+    for (const id of ["feed-source", "feed-lang"]) {
+      $(id).addEventListener("change", () => { if (state.key) startFeed(); });
+    }
+    let authorTimer = 0;
+    $("feed-author").addEventListener("input", () => {
+      window.clearTimeout(authorTimer);
+      authorTimer = window.setTimeout(() => { if (state.key) startFeed(); }, 400);
+    });
+    $("feed-filters").addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (state.key) startFeed();
+    });
+    $("search-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (state.key) search();
+      else askForKey();
+    });
+    $("results-close").addEventListener("click", closeResults);
+    document.addEventListener("keydown", (event) => {
+      // "/" jumps to the search box, as on most sites.
+      const tag = event.target && event.target.tagName;
+      if (event.key === "/" && !["INPUT", "TEXTAREA"].includes(tag) && !event.ctrlKey &&
+          !event.metaKey) {
+        event.preventDefault();
+        showView("now");
+        $("search-query").focus();
+      }
+    });
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const key = $("key-input").value.trim();
@@ -737,7 +1321,7 @@
     // No polling while the tab is hidden (it spends the key's request budget); catch up
     // as soon as it is visible again.
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden && state.key) startPolling();
+      if (!document.hidden && state.key) startPolling(true);
     });
 
     const key = keyFromFragment() || stored(KEY_STORE);

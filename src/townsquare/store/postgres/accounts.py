@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from townsquare.store.base import ApiKeyRecord, Conversation, StoredMessage, UsageRow
+from townsquare.store.base import (
+    ApiKeyRecord,
+    Conversation,
+    ConversationSummary,
+    StoredMessage,
+    UsageRow,
+)
 
 if TYPE_CHECKING:
     from townsquare.store.postgres.database import Database
@@ -132,13 +138,14 @@ class AccountsMixin:
     def get_conversation(self, conv_id: str, owner: str | None) -> Conversation | None:
         with self.db.connection() as conn:
             row = conn.execute(
-                "SELECT id, owner, mode, created_at FROM conversations WHERE id = %s "
+                "SELECT id, owner, mode, created_at, title FROM conversations WHERE id = %s "
                 "AND owner IS NOT DISTINCT FROM %s",
                 (conv_id, owner),
             ).fetchone()
             if row is None:
                 return None
-            conv = Conversation(id=row[0], owner=row[1], mode=row[2], created_at=row[3])
+            conv = Conversation(id=row[0], owner=row[1], mode=row[2], created_at=row[3],
+                                title=row[4])
             for role, content, meta, at in conn.execute(
                 "SELECT role, content, meta, created_at FROM messages WHERE conversation_id = %s "
                 "ORDER BY id",
@@ -156,6 +163,50 @@ class AccountsMixin:
                 "VALUES (%s, %s, %s, %s, %s)",
                 (conv_id, role, content, Jsonb(meta or {}, dumps=_dumps), _now()),
             )
+
+
+    def list_conversations(
+        self, owner: str | None, limit: int = 50, before: datetime | None = None
+    ) -> list[ConversationSummary]:
+        query = (
+            "SELECT c.id, c.mode, c.title, c.created_at, "
+            "coalesce(max(m.created_at), c.created_at) AS active, count(m.id), "
+            "(SELECT content FROM messages f WHERE f.conversation_id = c.id AND f.role = 'user' "
+            " ORDER BY f.id LIMIT 1) "
+            "FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
+            "WHERE c.owner IS NOT DISTINCT FROM %s GROUP BY c.id"
+        )
+        params: list[Any] = [owner]
+        if before is not None:
+            query += " HAVING coalesce(max(m.created_at), c.created_at) < %s"
+            params.append(before)
+        query += " ORDER BY active DESC, c.id LIMIT %s"
+        params.append(limit)
+        with self.db.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [
+            ConversationSummary(id=r[0], mode=r[1], title=r[2], first_question=r[6],
+                                created_at=r[3], updated_at=r[4], messages=int(r[5]))
+            for r in rows
+        ]
+
+    def rename_conversation(self, conv_id: str, owner: str | None, title: str | None) -> bool:
+        with self.db.connection() as conn:
+            cur = conn.execute(
+                "UPDATE conversations SET title = %s WHERE id = %s "
+                "AND owner IS NOT DISTINCT FROM %s",
+                (title, conv_id, owner),
+            )
+            return cur.rowcount > 0
+
+    def delete_conversation(self, conv_id: str, owner: str | None) -> bool:
+        # The messages go with it (ON DELETE CASCADE).
+        with self.db.connection() as conn:
+            cur = conn.execute(
+                "DELETE FROM conversations WHERE id = %s AND owner IS NOT DISTINCT FROM %s",
+                (conv_id, owner),
+            )
+            return cur.rowcount > 0
 
 
 def _dumps(obj: Any) -> str:

@@ -225,7 +225,22 @@ def m003_people_threads_engagement(conn: psycopg.Connection, schema: str) -> Non
         )
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_people_threads_engagement]
+def m004_conversation_titles(conn: psycopg.Connection, schema: str) -> None:
+    """Conversations can be renamed; the list orders them by their newest message.
+
+    (SQLite's twin is m005: SQLite has one migration more.)
+    """
+    conn.execute(
+        """
+        ALTER TABLE conversations ADD COLUMN title text;
+        CREATE INDEX conversations_owner ON conversations (owner, created_at);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_posts, m002_accounts, m003_people_threads_engagement, m004_conversation_titles,
+]
 
 
 def _applied(conn: psycopg.Connection, schema: str) -> set[str]:

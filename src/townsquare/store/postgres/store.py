@@ -290,6 +290,11 @@ class PostgresStore(AccountsMixin, Store):
             rows = conn.execute(query, [*params, limit]).fetchall()
         return [Candidate(key=r[0], score=float(r[1])) for r in rows]
 
+    def last_key(self) -> int:
+        with self.db.connection() as conn:
+            row = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()
+        return int(row[0]) if row else 0
+
     def iter_posts(
         self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
     ) -> Iterator[tuple[int, Post]]:

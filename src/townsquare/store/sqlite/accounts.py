@@ -8,7 +8,13 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from townsquare.store.base import ApiKeyRecord, Conversation, StoredMessage, UsageRow
+from townsquare.store.base import (
+    ApiKeyRecord,
+    Conversation,
+    ConversationSummary,
+    StoredMessage,
+    UsageRow,
+)
 
 if TYPE_CHECKING:
     from townsquare.store.sqlite.database import Database
@@ -133,13 +139,14 @@ class AccountsMixin:
     def get_conversation(self, conv_id: str, owner: str | None) -> Conversation | None:
         conn = self.db.reader()
         row = conn.execute(
-            "SELECT id, owner, mode, created_ms FROM conversations WHERE id = ? "
+            "SELECT id, owner, mode, created_ms, title FROM conversations WHERE id = ? "
             "AND owner IS ?",
             (conv_id, owner),
         ).fetchone()
         if row is None:
             return None
-        conv = Conversation(id=row[0], owner=row[1], mode=row[2], created_at=_dt(row[3]))
+        conv = Conversation(id=row[0], owner=row[1], mode=row[2], created_at=_dt(row[3]),
+                            title=row[4])
         for role, content, meta, ms in conn.execute(
             "SELECT role, content, meta, created_ms FROM messages WHERE conversation_id = ? "
             "ORDER BY id",
@@ -157,3 +164,46 @@ class AccountsMixin:
                 "VALUES (?,?,?,?,?)",
                 (conv_id, role, content, json.dumps(meta or {}, default=str), _ms()),
             )
+
+    def list_conversations(
+        self, owner: str | None, limit: int = 50, before: datetime | None = None
+    ) -> list[ConversationSummary]:
+        # Activity = the newest message (or the creation, for an empty one).
+        sql = (
+            "SELECT c.id, c.mode, c.title, c.created_ms, "
+            "coalesce(max(m.created_ms), c.created_ms) AS active, count(m.id), "
+            "(SELECT content FROM messages f WHERE f.conversation_id = c.id AND f.role = 'user' "
+            " ORDER BY f.id LIMIT 1) "
+            "FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
+            "WHERE c.owner IS ? GROUP BY c.id"
+        )
+        params: list[Any] = [owner]
+        if before is not None:
+            sql += " HAVING active < ?"
+            params.append(_ms(before))
+        sql += " ORDER BY active DESC, c.id LIMIT ?"
+        params.append(limit)
+        return [
+            ConversationSummary(id=r[0], mode=r[1], title=r[2], first_question=r[6],
+                                created_at=_dt(r[3]), updated_at=_dt(r[4]), messages=r[5])
+            for r in self.db.reader().execute(sql, params)
+        ]
+
+    def rename_conversation(self, conv_id: str, owner: str | None, title: str | None) -> bool:
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ? AND owner IS ?",
+                (title, conv_id, owner),
+            )
+        return cur.rowcount > 0
+
+    def delete_conversation(self, conv_id: str, owner: str | None) -> bool:
+        with self.db.transaction() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND owner IS ?", (conv_id, owner)
+            ).fetchone()
+            if found is None:
+                return False
+            conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,))
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+        return True

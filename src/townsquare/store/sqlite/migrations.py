@@ -220,8 +220,20 @@ def m004_people_threads_engagement(conn: sqlite3.Connection) -> None:
     )
 
 
+def m005_conversation_titles(conn: sqlite3.Connection) -> None:
+    """Conversations can be renamed; the list orders them by their newest message."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE conversations ADD COLUMN title TEXT;
+        CREATE INDEX conversations_owner ON conversations(owner, created_ms);
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_people_threads_engagement,
+    m005_conversation_titles,
 ]
 
 

@@ -549,6 +549,10 @@ class SQLiteStore(AccountsMixin, Store):
         rows = self.db.reader().execute(sql, [*params, limit]).fetchall()
         return [Candidate(key=r[0], score=r[1] / 1000.0) for r in rows]
 
+    def last_key(self) -> int:
+        row = self.db.reader().execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()
+        return int(row[0])
+
     def iter_posts(
         self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
     ) -> Iterator[tuple[int, Post]]:
