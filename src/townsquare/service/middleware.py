@@ -180,7 +180,8 @@ class GateMiddleware:
             await send_error(send, refusal_error(refusal, self.limiter.headers(who)))
             return
         if scope["path"] in LONG_LIVED_PATHS:
-            self.limiter.release(who)  # an open feed must not lock a free key out of chat
+            assert admission is not None
+            await self.limiter.leave(who, admission)  # an open feed must not hold a chat slot
             await self.app(scope, receive, send)
             return
 
