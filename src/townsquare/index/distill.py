@@ -22,6 +22,7 @@ Regenerate the shipped table (after changing the recipe, bump
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import re
@@ -65,13 +66,23 @@ def weights_file() -> Path:
 
 
 def weights_stamp(path: Path | None = None) -> str:
-    """SHA-256 prefix and size of the weights file: a new model never reuses a stale table."""
+    """SHA-256 prefix and size of the weights file: a new model never reuses a stale table.
+
+    Hashed once per process and file version (path, size, mtime).
+    """
     path = path or weights_file()
+    st = path.stat()
+    return _stamp(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _stamp(path_name: str, size: int, mtime_ns: int) -> str:
+    path = Path(path_name)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    return f"{digest.hexdigest()[:16]}-{path.stat().st_size}"
+    return f"{digest.hexdigest()[:16]}-{size}"
 
 
 def load_tokenizer(max_tokens: int | None = None) -> Tokenizer:
@@ -144,11 +155,23 @@ def sif_weights(ids: np.ndarray, first_word_id: int) -> np.ndarray:
     return (SIF_A / (SIF_A + proba)).astype(np.float32)
 
 
-def project(vectors: np.ndarray, ids: np.ndarray, centre: np.ndarray, axes: np.ndarray,
-            first_word_id: int) -> np.ndarray:
-    """Table rows for ``ids`` from their pooled vectors: centre, project, SIF-weight."""
+def vocab_sif_weights(tok: Tokenizer) -> np.ndarray:
+    """``sif_weights`` of every content token, indexed by token id (special tokens: 0).
+
+    The Zipf law is normalized over the whole content vocabulary, so a row's
+    weight does not depend on which other rows are being computed.
+    """
+    ids = content_token_ids(tok)
+    weights = np.zeros(tok.get_vocab_size(), dtype=np.float32)
+    weights[ids] = sif_weights(ids, token_id(tok, "the"))
+    return weights
+
+
+def project(vectors: np.ndarray, centre: np.ndarray, axes: np.ndarray,
+            weights: np.ndarray) -> np.ndarray:
+    """Table rows from pooled token vectors: centre, project, scale by the SIF ``weights``."""
     reduced = (vectors.astype(np.float64) - centre) @ axes.astype(np.float64)
-    return (reduced * sif_weights(ids, first_word_id)[:, None]).astype(np.float32)
+    return (reduced * weights[:, None]).astype(np.float32)
 
 
 def distill(dim: int = DEFAULT_DIM, ids: np.ndarray | None = None) -> Table:
@@ -162,7 +185,7 @@ def distill(dim: int = DEFAULT_DIM, ids: np.ndarray | None = None) -> Table:
     vectors = token_vectors(bert, tok, ids)
     centre, axes = pca(vectors, dim)
     table = np.zeros((tok.get_vocab_size(), axes.shape[1]), dtype=np.float32)
-    table[ids] = project(vectors, ids, centre, axes, token_id(tok, "the"))
+    table[ids] = project(vectors, centre, axes, vocab_sif_weights(tok)[ids])
     return Table(rows=table, centre=centre, axes=axes, stamp=weights_stamp())
 
 
