@@ -76,9 +76,9 @@ class UseStaticEmbedder(Embedder):
     unknown characters, e.g. emoji, where sentencepiece fuses them: 28 of
     10,950 distinct words of the airline tweets differ, all emoji).
 
-    A word never seen before costs its tokens' share of the USE forward pass
-    (~1.5 M multiply-adds per token), so a fresh process embeds a few hundred
-    posts/s until its word cache is warm, then thousands.
+    A token never seen before costs its share of the USE forward pass (~1.5 M
+    multiply-adds), once per process: a fresh process is slower until the
+    common tokens have been met.
     """
 
     name = "use-static"
@@ -98,6 +98,10 @@ class UseStaticEmbedder(Embedder):
         self._tokenizer = _unigram_tokenizer(use._tokenizer)
         self._m.sp = use._sp = None  # the pure-Python tokenizer's tables: ~100 MB, unused
         self._words = _WordRows(self.dim)
+        # Each token's term, computed the first time the token is seen: memory
+        # grows with the tokens actually met (2 KB each), not the 128k vocabulary.
+        self._token_at = np.full(len(self._m.table), -1, dtype=np.int64)
+        self._token_rows = np.zeros((0, self.dim), dtype=np.float32)
         self._lock = threading.Lock()
 
     def _contrib(self, ids: np.ndarray) -> np.ndarray:
@@ -131,7 +135,12 @@ class UseStaticEmbedder(Embedder):
         flat = np.fromiter((i for e in encodings for i in e.ids), np.int64, int(counts.sum()))
         sums = np.zeros((len(missing), self.dim), dtype=np.float32)
         if flat.size:
-            _sum_rows(self._contrib(flat), np.arange(flat.size), counts, sums)
+            new_ids = np.unique(flat[self._token_at[flat] < 0])
+            if new_ids.size:
+                size = len(self._token_rows)
+                self._token_rows = np.concatenate([self._token_rows, self._contrib(new_ids)])
+                self._token_at[new_ids] = np.arange(size, size + len(new_ids))
+            _sum_rows(self._token_rows, self._token_at[flat], counts, sums)
         size = len(words.index)
         if size + len(missing) > WORD_CACHE:  # full: start over with this call's words
             keep = list({w for ws in split for w in ws if w in words.index})
