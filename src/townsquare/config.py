@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from townsquare.timeutil import parse_duration, parse_time
 
 
 class Tier(BaseModel):
@@ -74,6 +76,24 @@ class Settings(BaseSettings):
     #: Top stories of the last hour the refresh keeps summarized (regular mode; 0: on request).
     story_summaries: int = 5
     tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    #: Ingest bounds (townsquare.ingest.admission): a post dated later than now plus
+    #: this (a duration) is clamped to now; one dated before min_post_date is quarantined.
+    max_future_skew: str = "5m"
+    min_post_date: str = "1990-01-01"
+    #: Post text is clipped to this many characters at ingest (raw records to 8 times it).
+    max_post_chars: int = Field(default=10_000, ge=100)
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)  # "5m", "1h": a ValueError names the accepted forms
+        return value
+
+    @field_validator("min_post_date")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        parse_time(value)
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from townsquare.cli import CliContext, pass_ctx
-from townsquare.ingest import Ingestor, IngestStats
+from townsquare.ingest import IngestStats
 from townsquare.model import iso
 from townsquare.registry import UnknownBackend
 from townsquare.retrieval import SearchRequest
@@ -97,7 +97,7 @@ async def _run_ingest(runtime: Runtime, source: Any, quiet: bool) -> IngestStats
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    ingestor = Ingestor(runtime.store, runtime.embedder)
+    ingestor = runtime.ingestor()
     stats = IngestStats(stream_key=source.key)
     task = asyncio.create_task(ingestor.run(source, stop=stop, stats=stats))
     tty = sys.stderr.isatty()

@@ -186,7 +186,18 @@ def m002_accounts(conn: psycopg.Connection, schema: str) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts]
+def m003_quarantine_digest(conn: psycopg.Connection, schema: str) -> None:
+    """One quarantine row per distinct bad input (``Quarantine.digest``), as in
+    the SQLite store; older rows have no digest and stay as they are."""
+    conn.execute(
+        """
+        ALTER TABLE quarantine ADD COLUMN digest bytea;
+        CREATE UNIQUE INDEX quarantine_digest ON quarantine (digest);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_quarantine_digest]
 
 
 def _applied(conn: psycopg.Connection, schema: str) -> set[str]:

@@ -158,7 +158,21 @@ def m003_fts_insert_without_trigger(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER IF EXISTS posts_ai")
 
 
-MIGRATIONS: list[Migration] = [m001_posts, m002_accounts, m003_fts_insert_without_trigger]
+def m004_quarantine_digest(conn: sqlite3.Connection) -> None:
+    """One quarantine row per distinct bad input (``Quarantine.digest``): the
+    same bad line read again, under another path or after a rewind, is not
+    listed twice. Older rows have no digest and stay as they are."""
+    run_script(conn,
+        """
+        ALTER TABLE quarantine ADD COLUMN digest BLOB;
+        CREATE UNIQUE INDEX quarantine_digest ON quarantine(digest);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_quarantine_digest,
+]
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
