@@ -113,6 +113,40 @@ class Limits:
 
     def _fit(self, p: Post, latest: datetime) -> str | None:
         """Make ``p`` storable in place, or say why it cannot be."""
+        try:
+            if self._fits(p, latest):
+                return None
+        except Exception:  # the detailed checks below say what is wrong
+            pass
+        return self._fix(p, latest)
+
+    def _fits(self, p: Post, latest: datetime) -> bool:
+        """Whether ``p`` needs nothing at all: the common case, in one expression.
+
+        Every string field is joined once (a non-string raises, and the slow
+        path names it): one ``isascii`` (constant time) answers for all of
+        them, and their total length bounds each one's.
+        """
+        text, raw, created = p.text, p.raw, p.created_at
+        a, b, u, lg, r, q = p.author_id, p.author_name, p.url, p.lang, p.reply_to, p.quote_of
+        joined = "\0".join((
+            text, p.id, p.source, p.author, "" if a is None else a, "" if b is None else b,
+            "" if u is None else u, "" if lg is None else lg, "" if r is None else r,
+            "" if q is None else q, *p.hashtags, *p.mentions,
+        ))
+        return bool(
+            p.id and p.source and p.author
+            and len(text) <= self.max_post_chars
+            and len(joined) - len(text) <= MAX_FIELD_CHARS
+            and (joined.isascii() or _bad_unicode(joined) is None)
+            and type(created) is datetime
+            and self.min_post_date <= created <= latest
+            and (raw is None or (type(raw) is str and len(raw) <= self.max_post_chars * RAW_FACTOR
+                                 and (raw.isascii() or _bad_unicode(raw) is None)))
+        )
+
+    def _fix(self, p: Post, latest: datetime) -> str | None:
+        """The detailed checks: clamp, clip and serialize what can be, name what cannot."""
         text = p.text
         if type(text) is not str:
             return f"field 'text' must be a string, not {_kind(text)}"
@@ -120,8 +154,10 @@ class Limits:
             return f"field 'text' {bad}"
         for name in _REQUIRED:
             value = getattr(p, name)
-            if type(value) is not str or not value:
-                return f"field {name!r} must be a non-empty string, not {_kind(value)}"
+            if type(value) is not str:
+                return f"field {name!r} must be a string, not {_kind(value)}"
+            if not value:
+                return f"field {name!r} is empty"
             if problem := _check_str(name, value, MAX_FIELD_CHARS):
                 return problem
         for name in _OPTIONAL:

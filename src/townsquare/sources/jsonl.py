@@ -58,58 +58,73 @@ def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
     that would stop the file.
     """
     try:
-        return _parse_line(line, source)
+        text = line
+        if isinstance(line, bytes):
+            try:  # decoded once: json.loads and the raw record both take the str
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                text = line  # json.loads reads UTF-16/32 bytes itself, or says why not
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return quarantine(source, line, f"invalid JSON: {exc}")
+        if type(obj) is not dict:
+            return quarantine(source, line, f"expected a JSON object, got {type(obj).__name__}")
+        get = obj.get
+        pid, author, body = get("id"), get("author"), get("text")
+        if get("deleted") is True and pid not in (None, ""):
+            if not _is_id(pid):
+                return quarantine(source, line, "field 'id' must be a string or an integer")
+            return Delete(id=f"{source}:{pid}")
+        author_name, url, lang = get("author_name"), get("url"), get("lang")
+        reply_to, quote_of = get("reply_to"), get("quote_of")
+        # The common case in one expression; anything else is described below.
+        if not (
+            type(author) is str and author and type(body) is str and body
+            and ((type(pid) is str and pid) or type(pid) is int)
+            and (author_name is None or type(author_name) is str)
+            and (url is None or type(url) is str) and (lang is None or type(lang) is str)
+            and (reply_to is None or type(reply_to) in (str, int))
+            and (quote_of is None or type(quote_of) in (str, int))
+        ) and (problem := _problem(obj)):
+            return quarantine(source, line, problem)
+        when = get("created_at")
+        if when is None or when == "":
+            return quarantine(source, line, "missing required field(s): created_at")
+        try:
+            created = parse_time(when)
+        except ValueError as exc:
+            return quarantine(source, line, f"bad created_at: {exc}")
+        return Upsert(Post(
+            id=f"{source}:{pid}",
+            source=source,
+            author=author.lstrip("@"),
+            author_name=author_name or None,
+            text=body,
+            created_at=created,
+            url=url or None,
+            lang=_lang(lang),
+            reply_to=f"{source}:{reply_to}" if reply_to not in (None, "") else None,
+            quote_of=f"{source}:{quote_of}" if quote_of not in (None, "") else None,
+            raw=text if isinstance(text, str) else text.decode("utf-8", "replace"),
+        ))
     except Exception as exc:  # RecursionError from deep nesting, anything unforeseen
         return quarantine(source, line, f"unreadable record: {type(exc).__name__}: {exc}")
 
 
-def _parse_line(line: bytes | str, source: str) -> Event:
-    text = line
-    if isinstance(line, bytes):
-        try:  # decoded once: json.loads and the raw record both take the str
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            text = line  # json.loads reads UTF-16/32 bytes itself, or says why not
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return quarantine(source, line, f"invalid JSON: {exc}")
-    if not isinstance(obj, dict):
-        return quarantine(source, line, f"expected a JSON object, got {type(obj).__name__}")
-    pid = obj.get("id")
-    if obj.get("deleted") is True and pid not in (None, ""):
-        if not _is_id(pid):
-            return quarantine(source, line, "field 'id' must be a string or an integer")
-        return Delete(id=f"{source}:{pid}")
+def _problem(obj: dict[str, Any]) -> str | None:
+    """What makes a record unusable, the first thing found (None: nothing)."""
     missing = [k for k in REQUIRED if obj.get(k) in (None, "")]
     if missing:
-        return quarantine(source, line, f"missing required field(s): {', '.join(missing)}")
-    try:
-        created = parse_time(obj["created_at"])
-    except (ValueError, OverflowError, OSError) as exc:
-        return quarantine(source, line, f"bad created_at: {exc}")
+        return f"missing required field(s): {', '.join(missing)}"
     bad = [k for k in ("author", "text") if not isinstance(obj[k], str)]
     bad += [k for k in OPTIONAL_STRINGS if not isinstance(obj.get(k), str | None)]
     if bad:
-        return quarantine(source, line, f"field(s) must be strings: {', '.join(bad)}")
+        return f"field(s) must be strings: {', '.join(bad)}"
     bad = [k for k in ("id", "reply_to", "quote_of") if not _is_id(obj.get(k), k != "id")]
     if bad:
-        return quarantine(source, line,
-                          f"field(s) must be strings or integers: {', '.join(bad)}")
-    post = Post(
-        id=f"{source}:{pid}",
-        source=source,
-        author=obj["author"].lstrip("@"),
-        author_name=obj.get("author_name") or None,
-        text=obj["text"],
-        created_at=created,
-        url=obj.get("url") or None,
-        lang=_lang(obj.get("lang")),
-        reply_to=_ref(source, obj.get("reply_to")),
-        quote_of=_ref(source, obj.get("quote_of")),
-        raw=text if isinstance(text, str) else text.decode("utf-8", "replace"),
-    )
-    return Upsert(post)
+        return f"field(s) must be strings or integers: {', '.join(bad)}"
+    return None
 
 
 def _is_id(value: Any, optional: bool = False) -> bool:
@@ -126,10 +141,6 @@ def _lang(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     return value.strip().replace("_", "-").split("-")[0].lower()
-
-
-def _ref(source: str, value: Any) -> str | None:
-    return f"{source}:{value}" if value not in (None, "") else None
 
 
 class JsonlSource(Source):
