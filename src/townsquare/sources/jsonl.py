@@ -71,7 +71,9 @@ def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
         if type(obj) is not dict:
             return quarantine(source, line, f"expected a JSON object, got {type(obj).__name__}")
         get = obj.get
-        pid, author, body = get("id"), get("author"), get("text")
+        pid = get("id")
+        author: Any = get("author")
+        body: Any = get("text")
         if get("deleted") is True and pid not in (None, ""):
             if not _is_id(pid):
                 return quarantine(source, line, "field 'id' must be a string or an integer")
