@@ -216,7 +216,7 @@ class Ingestor:
             bad = part[0]
             if isinstance(bad, Upsert):
                 refused.add(bad.post.id)
-            record = _as_quarantine(bad, f"the store refused it: {_describe(error)}")
+            record = _as_quarantine(bad, stream_key, f"the store refused it: {_describe(error)}")
             total.add(self.store.apply(stream_key, [record], saved))
         return total, refused
 
@@ -228,20 +228,22 @@ def _only(vectors: dict[str, Any] | None, events: list[Event]) -> dict[str, Any]
     return {pid: vec for pid, vec in vectors.items() if pid in ids} or None
 
 
-def _as_quarantine(event: Event, reason: str) -> Quarantine:
+def _as_quarantine(event: Event, stream_key: str, reason: str) -> Quarantine:
     """The quarantine record for an event the store would not take."""
+    kind = _ascii(stream_key.partition(":")[0])
     if isinstance(event, Upsert):
         p = event.post
         raw = p.raw if isinstance(p.raw, str | bytes) else f"<{type(p.raw).__name__}>"
-        return quarantine(_ascii(p.source), raw, f"post {p.id!r}: {reason}")
+        return quarantine(_ascii(p.source, kind), raw, f"post {p.id!r}: {reason}")
     if isinstance(event, Quarantine):  # the record itself could not be stored
-        return quarantine(_ascii(event.source), bytes(event.raw), f"{event.reason!r}; {reason}")
-    return quarantine("unknown", repr(event), reason)
+        return quarantine(_ascii(event.source, kind), bytes(event.raw),
+                          f"{event.reason!r}; {reason}")
+    return quarantine(kind, repr(event), f"{type(event).__name__.lower()}: {reason}")
 
 
-def _ascii(source: object) -> str:
+def _ascii(source: object, fallback: str = "unknown") -> str:
     text = str(source)
-    return text if text.isascii() and 0 < len(text) <= 64 else "unknown"
+    return text if text.isascii() and 0 < len(text) <= 64 else fallback
 
 
 def _describe(exc: BaseException) -> str:
