@@ -291,7 +291,10 @@ class _FeedMeta:
         lang: Any,
     ) -> Post:
         if link:
-            link = urljoin(self.url, link)
+            try:
+                link = urljoin(self.url, link)
+            except ValueError:  # "http://[": a broken link, not a broken item
+                link = None
         return Post(
             id=self._post_id(guid, link, title, summary),
             source="rss",
