@@ -182,7 +182,6 @@ class Ingestor:
             for listener in self.listeners:
                 listener(upserts, deleted)
 
-
     def _isolate(
         self,
         stream_key: str,
