@@ -190,3 +190,17 @@ async def test_serve_keeps_its_source_running_through_bad_lines(tmp_path: Path) 
     assert status.posts == len(good) and status.quarantined == len(NASTY)
     assert all(runtime.store.get_post(pid) is not None for pid in good)
     runtime.close()
+
+
+def test_stdin_gets_the_same_treatment(tmp_path: Path) -> None:
+    good = _mixed_file(tmp_path / "mixed.jsonl")
+    body = (tmp_path / "mixed.jsonl").read_bytes()
+    body += b'{"id": "giant", "text": "' + b"x" * (17 * 1024 * 1024) + b'"}\n'
+    body += _post("last").encode() + b"\n"
+    result = CliRunner().invoke(main, ["ingest", "jsonl", "-"], input=body,
+                                catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    assert set(_stored()) == {*good, "jsonl:last"}
+    reasons = [r["reason"] for r in _quarantine()]
+    assert len(reasons) == len(NASTY) + 1
+    assert any("line longer than 16,777,216 bytes" in r for r in reasons)
