@@ -10,6 +10,7 @@ engine still refuses is isolated and quarantined; its batch commits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -178,3 +179,34 @@ def test_an_engine_failure_is_not_mistaken_for_a_bad_record(tmp_path: Path) -> N
     rw = open_store(str(path), tmp_path)
     assert rw.quarantined(5) == [] and rw.get_cursor("test:stream") is None
     rw.close()
+
+
+@pytest.mark.nats
+@pytest.mark.postgres
+async def test_the_bus_path_publishes_bounded_posts_and_quarantines_the_rest(
+    tmp_path: Path, nats_url: str, pg_url: str
+) -> None:
+    """``ingest --publish`` admits before encoding; the index worker isolates what only
+    the engine refuses (a delete naming an id with a lone surrogate)."""
+    from test_ingest_hostile import NASTY, _mixed_file
+    from townsquare.bus import BusConfig, IndexWorker, WorkerOptions, publish_source
+    from townsquare.sources.jsonl import JsonlSource
+
+    good = _mixed_file(tmp_path / "mixed.jsonl")
+    published = await publish_source(JsonlSource(str(tmp_path / "mixed.jsonl")), nats_url,
+                                     quiet=True)
+    assert published.posts == len(good) and published.quarantined == len(NASTY) - 1
+    store = open_store(pg_url, tmp_path)
+    try:
+        worker = IndexWorker(store, None, BusConfig.from_url(nats_url),
+                             WorkerOptions(stop_when_idle=True))
+        indexed = await asyncio.wait_for(worker.run(), timeout=120)
+        assert indexed.posts == len(good) and indexed.quarantined == len(NASTY)
+        assert all(store.get_post(pid) is not None for pid in good)
+        future = store.get_post("jsonl:future")
+        assert future is not None and future.created_at < datetime.now(UTC)
+        reasons = [r.reason for r in store.quarantined(100)]
+        assert len(reasons) == len(NASTY)
+        assert any("delete: the store refused it" in r for r in reasons)
+    finally:
+        store.close()

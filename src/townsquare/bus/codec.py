@@ -72,7 +72,11 @@ def post_dict(p: Post, with_raw: bool = True) -> dict[str, Any]:
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, so the receiver can say what it is
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
 def encode(event: Event, max_bytes: int) -> Envelope:

@@ -84,7 +84,7 @@ def ingest(
     if publish:
         from townsquare.bus import publish_source  # issue: scale-out
 
-        stats = asyncio.run(publish_source(source, publish, quiet=quiet))
+        stats = asyncio.run(publish_source(source, publish, quiet=quiet, limits=runtime.limits))
     else:
         stats = asyncio.run(_run_ingest(runtime, source, quiet))
     runtime.close()
