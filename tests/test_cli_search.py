@@ -129,22 +129,27 @@ def test_every_time_form_and_encoding_is_read_or_quarantined(tmp_path: Path) -> 
         ("epoch-s", 1767323045),
         ("epoch-string", "1767323045"),
         ("epoch-ms", 1767323045000),
-        ("digits-not-a-date", "20260102"),  # digits are epoch seconds, not a basic date
     ]
+    # Digits are epoch seconds, not a basic date: "20260102" is 1970-08-23, which
+    # is before min_post_date, so it is quarantined (not stored as 2026-01-02).
+    digits = {"id": "digits-not-a-date", "author": "a", "text": "when", "created_at": "20260102"}
     body = "".join(
         json.dumps({"id": pid, "author": "a", "text": f"when {pid}", "created_at": when}) + "\n"
         for pid, when in lines
     ).encode()
+    body += json.dumps(digits).encode() + b"\n"
     body += b'{"id": "latin1", "author": "a", "text": "caf\xe9", "created_at": 1767323045}\n'
     f.write_bytes(body)
     code, out = run("ingest", "jsonl", str(f))
-    assert code == 3 and f"{len(lines)} posts" in out and "1 quarantined" in out, out
+    assert code == 3 and f"{len(lines)} posts" in out and "2 quarantined" in out, out
     got = {h["id"]: h["created_at"] for h in search_json("when", "--limit", "20")}
-    for pid, _ in lines[:-1]:
+    for pid, _ in lines:
         assert got[f"jsonl:{pid}"] == "2026-01-02T03:04:05Z", pid
-    assert got["jsonl:digits-not-a-date"] == "1970-08-23T11:48:22Z"
+    assert "jsonl:digits-not-a-date" not in got
     _, out = run("quarantine", "--json")
-    assert any("invalid JSON" in r["reason"] for r in json.loads(out))
+    reasons = [r["reason"] for r in json.loads(out)]
+    assert any("invalid JSON" in r for r in reasons)
+    assert "created_at 1970-08-23T11:48:22Z is before 1990-01-01T00:00:00Z" in " ".join(reasons)
 
 
 def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from townsquare.timeutil import parse_duration, parse_time
+
 
 class Tier(BaseModel):
     """What a subscription tier may do. 0 means unlimited."""
@@ -104,12 +106,30 @@ class Settings(BaseSettings):
     #: Webhook destinations allowed although private/loopback/link-local (hosts,
     #: host:port, IPs or CIDRs): self-hosted receivers. Everything else private is refused.
     webhook_allow: list[str] = Field(default_factory=list)
+    #: Ingest bounds (townsquare.ingest.admission): a post dated later than now plus
+    #: this (a duration) is clamped to now; one dated before min_post_date is quarantined.
+    max_future_skew: str = "5m"
+    min_post_date: str = "1990-01-01"
+    #: Post text is clipped to this many characters at ingest (raw records to 8 times it).
+    max_post_chars: int = Field(default=10_000, ge=100)
 
     @field_validator("tiers")
     @classmethod
     def _admin_tier(cls, tiers: dict[str, Tier]) -> dict[str, Tier]:
         """The admin tier always exists: operator keys must work whatever tiers are sold."""
         return tiers if ADMIN_TIER in tiers else {**tiers, ADMIN_TIER: DEFAULT_TIERS[ADMIN_TIER]}
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)  # "5m", "1h": a ValueError names the accepted forms
+        return value
+
+    @field_validator("min_post_date")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        parse_time(value)
+        return value
 
     @classmethod
     def settings_customise_sources(

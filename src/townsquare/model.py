@@ -8,6 +8,7 @@ of thousands of these a second and validation happens once, in the source.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -166,6 +167,17 @@ class Quarantine:
     raw: bytes
     reason: str
 
+    def digest(self) -> bytes:
+        """What makes two quarantine records the same: source, reason and bytes.
+
+        The stores keep one row per digest, so the same bad input read again
+        (a file under another name, a Jetstream rewind, a replayed batch) is
+        not listed twice."""
+        h = hashlib.sha256(self.source.encode("utf-8", "backslashreplace"))
+        h.update(b"\0" + self.reason.encode("utf-8", "backslashreplace") + b"\0")
+        h.update(self.raw)
+        return h.digest()[:16]
+
 
 Event = Upsert | Delete | Identity | Engage | Quarantine
 
@@ -187,9 +199,18 @@ class Batch:
 
 
 QUARANTINE_RAW_CAP = 16 * 1024
+QUARANTINE_REASON_CAP = 1000
 
 
 def quarantine(source: str, raw: bytes | str, reason: str) -> Quarantine:
-    """Build a quarantine event with the raw bytes capped."""
-    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    """Build a quarantine event with the raw bytes and the reason capped.
+
+    The reason often quotes the input; lone surrogates in it are escaped so
+    that the record itself can always be stored.
+    """
+    data = raw.encode("utf-8", "backslashreplace") if isinstance(raw, str) else raw
+    if not reason.isascii():
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(reason) > QUARANTINE_REASON_CAP:
+        reason = reason[: QUARANTINE_REASON_CAP - 1] + "…"
     return Quarantine(source=source, raw=data[:QUARANTINE_RAW_CAP], reason=reason)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from townsquare.config import Settings
 from townsquare.index import EMBEDDERS, Embedder
+from townsquare.ingest import Ingestor, Limits
+from townsquare.ingest.pipeline import Listener
 from townsquare.retrieval import Retriever
 from townsquare.store import Store, open_store
 from townsquare.timeutil import parse_duration
@@ -39,6 +41,15 @@ class Runtime:
         if name == "none":
             return None
         return EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The ingest bounds every source's posts meet (time, size, types)."""
+        return Limits.from_settings(self.settings)
+
+    def ingestor(self, listeners: list[Listener] | None = None) -> Ingestor:
+        """The ingest pipeline into this runtime's store, with its embedder and limits."""
+        return Ingestor(self.store, self.embedder, listeners, self.limits)
 
     @cached_property
     def retriever(self) -> Retriever:

@@ -28,35 +28,53 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_time(value: str | int | float | datetime) -> datetime:
-    """Parse an absolute time (ISO 8601 or epoch seconds) into aware UTC."""
+    """Parse an absolute time (ISO 8601 or epoch seconds) into aware UTC.
+
+    Raises ValueError, whatever is wrong (a JSON array, a year out of range,
+    an epoch beyond what a datetime holds), so callers catch one thing.
+    """
+    if type(value) is str and "-" in value[1:]:
+        # The common case (extended ISO 8601), first and cheaply: ingest parses
+        # one per post. Python 3.11's fromisoformat takes a trailing "Z" too.
+        # Digit-only strings never get here, so they stay epoch seconds.
+        try:
+            dt = datetime.fromisoformat(value)
+            return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass  # the general path below says why
+    try:
+        return _parse_time(value)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"not a time: {value!r:.80} ({exc})") from None
+
+
+def _parse_time(value: str | int | float | datetime) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, bool):
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, int | float):
         return _from_epoch(float(value))
-    dt = None
-    if "-" in value[1:]:
-        # The common case (extended ISO 8601), first and cheaply: ingest parses
-        # one per post. Python 3.11's fromisoformat takes a trailing "Z" too.
-        # Digit-only strings never get here, so they stay epoch seconds.
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    if dt is None:
-        text = value.strip()
-        if _EPOCH_RE.fullmatch(text):
-            return _from_epoch(float(text))
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(
-                f"not a time: {value!r} (use ISO 8601 like 2026-11-20T10:00:00Z, or epoch seconds)"
-            ) from None
+    if not isinstance(value, str):  # JSON hands us lists and objects too
+        raise ValueError(f"not a time: a JSON {_json_type(value)}, not a string or a number")
+    text = value.strip()
+    if _EPOCH_RE.fullmatch(text):
+        return _from_epoch(float(text))
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {value!r:.200} (use ISO 8601 like 2026-11-20T10:00:00Z, "
+            "or epoch seconds)"
+        ) from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _from_epoch(x: float) -> datetime:
@@ -65,6 +83,8 @@ def _from_epoch(x: float) -> datetime:
         x /= 1e6
     elif abs(x) > 1e11:
         x /= 1e3
+    if x != x:  # NaN: fromtimestamp's own message ("Invalid value NaN") says less
+        raise ValueError("not a time: NaN")
     return datetime.fromtimestamp(x, UTC)
 
 

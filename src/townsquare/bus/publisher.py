@@ -14,6 +14,11 @@ and is visible to operators (``nats kv get``). A crash between the acks and
 the cursor save republishes the last batch on restart; JetStream drops those
 copies by message id within the duplicate window, and past it the store's
 idempotent upserts make them harmless.
+
+Posts pass admission (:class:`~townsquare.ingest.Limits`: types, Unicode,
+time and size bounds) before they are encoded, so what goes on the bus is
+already bounded and a bad record is a quarantine message with its reason;
+the index worker admits again, for publishers that are not this one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from nats.js.errors import KeyNotFoundError
 
 from townsquare.bus.codec import MSG_ID_HEADER, encode
 from townsquare.bus.config import BusConfig, connect, cursor_bucket, ensure_stream
-from townsquare.ingest.pipeline import IngestStats
+from townsquare.ingest import IngestStats, Limits
 from townsquare.model import Batch
 from townsquare.sources.base import Source
 from townsquare.timeutil import utcnow
@@ -53,9 +58,11 @@ def cursor_key(source_key: str) -> str:
 
 
 async def publish_source(
-    source: Source, nats_url: str, quiet: bool = False, stop: asyncio.Event | None = None
+    source: Source, nats_url: str, quiet: bool = False, stop: asyncio.Event | None = None,
+    limits: Limits | None = None,
 ) -> IngestStats:
     """Publish ``source`` from its saved cursor until it ends, ``stop`` is set, or SIGINT/TERM."""
+    limits = limits or Limits()
     cfg = BusConfig.from_url(nats_url)
     nc = await connect(cfg, name=f"townsquare-publish {source.key}")
     stop = stop or asyncio.Event()
@@ -76,6 +83,7 @@ async def publish_source(
         agen = source.stream(cursor)
         try:
             async for batch in agen:
+                batch = Batch(limits.admit(batch.events), batch.cursor, batch.source_time)
                 await _publish(js, subject, batch, max_bytes, stats)
                 if batch.cursor is not None:
                     await kv.put(key, batch.cursor.encode())

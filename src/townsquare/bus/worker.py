@@ -51,7 +51,7 @@ from townsquare.bus.codec import DecodeError, decode
 from townsquare.bus.config import BusConfig, connect, ensure_stream
 from townsquare.bus.deadletter import DeadLetters
 from townsquare.index.embedder import Embedder
-from townsquare.ingest.pipeline import Ingestor, IngestStats
+from townsquare.ingest import Ingestor, IngestStats, Limits
 from townsquare.model import Batch, Event, quarantine
 from townsquare.sources.base import backoff_delays
 from townsquare.store.base import Store
@@ -89,11 +89,12 @@ class IndexWorker:
         cfg: BusConfig,
         options: WorkerOptions | None = None,
         stats: IngestStats | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.cfg = cfg
         self.options = options or WorkerOptions()
-        self.ingestor = Ingestor(store, embedder)
+        self.ingestor = Ingestor(store, embedder, limits=limits)
         self.stream_key = f"nats:{cfg.stream}/{self.options.durable}"
         self.stats = stats or IngestStats(stream_key=self.stream_key)
         self._delays = backoff_delays(base=0.5, cap=10.0)

@@ -71,7 +71,8 @@ def index(
     options = WorkerOptions(durable=durable, batch=batch, max_deliver=max_deliver,
                             ack_wait_s=ack_wait, stop_when_idle=stop_when_idle)
     try:
-        worker = IndexWorker(runtime.store, runtime.embedder, cfg, options)
+        worker = IndexWorker(runtime.store, runtime.embedder, cfg, options,
+                             limits=runtime.limits)
         asyncio.run(_run(worker, quiet))
     except BusError as exc:
         raise click.ClickException(str(exc)) from None

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from townsquare.cli import CliContext, pass_ctx
-from townsquare.ingest import Ingestor, IngestStats
+from townsquare.ingest import IngestStats
 from townsquare.model import iso
 from townsquare.registry import UnknownBackend
 from townsquare.retrieval import SORTS, SearchRequest
@@ -86,7 +86,7 @@ def ingest(
     if publish:
         from townsquare.bus import publish_source  # issue: scale-out
 
-        stats = asyncio.run(publish_source(source, publish, quiet=quiet))
+        stats = asyncio.run(publish_source(source, publish, quiet=quiet, limits=runtime.limits))
     else:
         stats = asyncio.run(_run_ingest(runtime, source, quiet))
     runtime.close()
@@ -99,7 +99,7 @@ async def _run_ingest(runtime: Runtime, source: Any, quiet: bool) -> IngestStats
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    ingestor = Ingestor(runtime.store, runtime.embedder)
+    ingestor = runtime.ingestor()
     stats = IngestStats(stream_key=source.key)
     task = asyncio.create_task(ingestor.run(source, stop=stop, stats=stats))
     tty = sys.stderr.isatty()

@@ -108,7 +108,8 @@ def serve(
         # The embedder may take a while to load (or distill, on a first start):
         # the supervisor loads it in the background, after the server listens.
         supervisor = (
-            Supervisor(runtime.store, lambda: runtime.embedder, named) if named else None
+            Supervisor(runtime.store, lambda: runtime.embedder, named, limits=runtime.limits)
+            if named else None
         )
         from townsquare.service.app import create_app
 

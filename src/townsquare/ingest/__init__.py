@@ -1,5 +1,6 @@
-"""Ingest: sources in, one transaction per batch into the store."""
+"""Ingest: sources in, admission checks, one transaction per batch into the store."""
 
+from townsquare.ingest.admission import Limits
 from townsquare.ingest.pipeline import Ingestor, IngestStats
 
-__all__ = ["IngestStats", "Ingestor"]
+__all__ = ["IngestStats", "Ingestor", "Limits"]

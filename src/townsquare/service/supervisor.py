@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from townsquare.index.embedder import Embedder
-from townsquare.ingest import Ingestor, IngestStats
+from townsquare.ingest import Ingestor, IngestStats, Limits
 from townsquare.ingest.pipeline import Listener
 from townsquare.sources import Source, SourceError, backoff_delays, source_from_spec
 from townsquare.store.base import Store
@@ -235,9 +235,11 @@ class Supervisor:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         own_loop: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
+        self.limits = limits
         self.listeners: list[Listener] = list(listeners or [])
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -279,7 +281,7 @@ class Supervisor:
 
     def _make_ingestor(self) -> Ingestor:
         embedder = self.embedder() if callable(self.embedder) else self.embedder
-        return Ingestor(self.store, embedder, self.listeners)
+        return Ingestor(self.store, embedder, self.listeners, self.limits)
 
     def _launch(self) -> None:
         """Start the source tasks on the running loop (the caller's or our thread's)."""

@@ -25,11 +25,9 @@ from xml.sax import SAXException
 import feedparser
 
 from townsquare.model import Post
-from townsquare.sources._text import clip, html_to_text, normalize_space, primary_lang
+from townsquare.sources._text import html_to_text, normalize_space, primary_lang
 from townsquare.timeutil import parse_time, utcnow
 
-#: A feed item's text is its title and summary, clipped to this many characters.
-MAX_TEXT = 2000
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _EMAIL_NAME = re.compile(r"^\s*[^\s@()]+@[^\s@()]+\s*\((.+)\)\s*$")
 
@@ -51,16 +49,17 @@ def parse_feed(
     Raises :class:`FeedError` when the document yields nothing usable.
     """
     now = now or utcnow()
+    problems = problems if problems is not None else []
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{"):
-        return _json_feed(head, url, now, problems if problems is not None else [])
-    return _xml_feed(data, url, now)
+        return _json_feed(head, url, now, problems)
+    return _xml_feed(data, url, now, problems)
 
 
 # --- XML dialects, through feedparser ----------------------------------------
 
 
-def _xml_feed(data: bytes, url: str, now: datetime) -> list[Post]:
+def _xml_feed(data: bytes, url: str, now: datetime, problems: list[str]) -> list[Post]:
     doc = feedparser.parse(data, response_headers={"content-location": url})
     error = doc.get("bozo_exception")
     if not doc.entries and (not doc.get("version") or isinstance(error, SAXException)):
@@ -75,7 +74,13 @@ def _xml_feed(data: bytes, url: str, now: datetime) -> list[Post]:
         lang=feed.get("language"),
     )
     version = str(doc.get("version") or "")
-    return [_xml_entry(entry, meta, version, now) for entry in doc.entries]
+    posts = []
+    for n, entry in enumerate(doc.entries):
+        try:
+            posts.append(_xml_entry(entry, meta, version, now))
+        except Exception as exc:  # one broken item never costs the feed its others
+            problems.append(f"feed item {n} is unreadable: {type(exc).__name__}: {exc}")
+    return posts
 
 
 def _xml_entry(entry: Mapping[str, Any], meta: _FeedMeta, version: str, now: datetime) -> Post:
@@ -191,8 +196,8 @@ def _is_html(detail: Any) -> bool:
 def _json_feed(data: bytes, url: str, now: datetime, problems: list[str]) -> list[Post]:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FeedError(f"invalid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FeedError(f"invalid JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict) or "jsonfeed.org/version" not in str(doc.get("version", "")):
         raise FeedError("JSON document is not a JSON Feed (no jsonfeed.org version)")
     items = doc.get("items")
@@ -209,7 +214,10 @@ def _json_feed(data: bytes, url: str, now: datetime, problems: list[str]) -> lis
         if not isinstance(item, dict):
             problems.append(f"JSON Feed item {n} is not an object")
             continue
-        posts.append(_json_item(item, meta, now))
+        try:
+            posts.append(_json_item(item, meta, now))
+        except Exception as exc:  # one broken item never costs the feed its others
+            problems.append(f"JSON Feed item {n} is unreadable: {type(exc).__name__}: {exc}")
     return posts
 
 
@@ -252,7 +260,7 @@ def _json_date(value: Any) -> datetime | None:
         pass
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -283,7 +291,10 @@ class _FeedMeta:
         lang: Any,
     ) -> Post:
         if link:
-            link = urljoin(self.url, link)
+            try:
+                link = urljoin(self.url, link)
+            except ValueError:  # "http://[": a broken link, not a broken item
+                link = None
         return Post(
             id=self._post_id(guid, link, title, summary),
             source="rss",
@@ -314,14 +325,17 @@ class _FeedMeta:
 
 
 def _item_text(title: str | None, summary: str) -> str:
-    """``Title. Summary``: the summary alone when it already starts with the title."""
+    """``Title. Summary``: the summary alone when it already starts with the title.
+
+    Not clipped here: every source's text is clipped at admission to the one
+    configured ``max_post_chars``."""
     title = normalize_space(title or "")
     if not title:
-        return clip(summary, MAX_TEXT)
+        return summary
     if not summary or summary.startswith(title):
-        return clip(summary or title, MAX_TEXT)
+        return summary or title
     sep = " " if title[-1] in ".!?…:;" else ". "
-    return clip(f"{title}{sep}{summary}", MAX_TEXT)
+    return f"{title}{sep}{summary}"
 
 
 def _person(detail: Any, text: Any) -> str | None:
@@ -339,4 +353,4 @@ def _opt(value: Any) -> str | None:
     return None
 
 
-__all__ = ["MAX_TEXT", "FeedError", "parse_feed"]
+__all__ = ["FeedError", "parse_feed"]

@@ -30,13 +30,11 @@ from urllib.parse import urlsplit
 
 from townsquare.model import Delete, Event, Post, Upsert, quarantine
 from townsquare.sources._net import Bounded
-from townsquare.sources._text import clip, html_to_text, primary_lang
+from townsquare.sources._text import html_to_text, primary_lang
 from townsquare.timeutil import parse_time
 
 SOURCE = "mastodon"
 STATUS_EVENTS = frozenset({"update", "status.update"})
-#: Statuses longer than this (some servers allow very long posts) are clipped.
-MAX_TEXT = 10_000
 _INDEXED_VISIBILITY = frozenset({"public", "unlisted", None})
 
 
@@ -48,7 +46,19 @@ class MastodonParser:
         self.local_ids: Bounded[str] = Bounded(remember)
 
     def parse(self, event: str, payload: Any, raw: str | bytes | None = None) -> Event | None:
-        """One streaming event; ``raw`` is what gets quarantined if it is unusable."""
+        """One streaming event; ``raw`` is what gets quarantined if it is unusable.
+
+        Never raises: a payload no rule foresaw (nested 100,000 deep, a field of
+        an odd type) is quarantined with the error, and the stream goes on.
+        """
+        try:
+            return self._parse(event, payload, raw)
+        except Exception as exc:
+            original = raw if raw is not None else _dump(payload)
+            return quarantine(SOURCE, original,
+                              f"{event}: unreadable event: {type(exc).__name__}: {exc}")
+
+    def _parse(self, event: str, payload: Any, raw: str | bytes | None) -> Event | None:
         original = raw if raw is not None else _dump(payload)
         if event in STATUS_EVENTS:
             if isinstance(payload, str | bytes):
@@ -69,8 +79,8 @@ class MastodonParser:
         """A websocket / flodgatt message ``{"event": …, "payload": …}``."""
         try:
             obj = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return quarantine(SOURCE, message, f"invalid JSON: {exc}")
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return quarantine(SOURCE, message, f"invalid JSON: {type(exc).__name__}: {exc}")
         if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
             return quarantine(SOURCE, message, "message without an event name")
         return self.parse(obj["event"], obj.get("payload"), message)
@@ -93,7 +103,7 @@ class MastodonParser:
             return quarantine(SOURCE, raw, "status without content")
         try:
             created = parse_time(status["created_at"])
-        except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+        except (KeyError, ValueError) as exc:
             return quarantine(SOURCE, raw, f"status without a readable created_at: {exc}")
         post_id = f"{SOURCE}:{uri}"
         if wrapper_id is not None:
@@ -141,7 +151,7 @@ def _status_text(content: str, spoiler: Any) -> str:
     text = html_to_text(content)
     if isinstance(spoiler, str) and spoiler.strip():
         text = f"{spoiler.strip()}\n\n{text}" if text else spoiler.strip()
-    return clip(text, MAX_TEXT)
+    return text  # clipped at admission (max_post_chars), like every source's
 
 
 def _names(items: Any, key: str) -> list[str]:
@@ -170,4 +180,7 @@ def _str(value: Any) -> str | None:
 def _dump(payload: Any) -> str:
     if isinstance(payload, str | bytes):
         return payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
-    return json.dumps(payload, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(payload, ensure_ascii=False, default=str)
+    except Exception:  # nested too deep to print: say what it was
+        return f"<unprintable {type(payload).__name__}>"

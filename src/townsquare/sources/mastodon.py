@@ -183,7 +183,7 @@ class MastodonSource(NetworkSource):
             try:
                 resp = await client.get(url)
                 statuses = resp.json() if resp.status_code == 200 else None
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ValueError, RecursionError) as exc:
                 log.warning("mastodon: backfill from %s failed: %s", url, describe_error(exc))
                 return
             if not isinstance(statuses, list):
@@ -236,7 +236,7 @@ def _id_key(status_id: Any) -> tuple[int, int, str]:
     if status_id is None:
         return (-1, 0, "")
     text = str(status_id)
-    return (0, int(text), text) if text.isdigit() else (0, 0, text)
+    return (0, int(text), text) if text.isascii() and text.isdigit() else (0, 0, text)
 
 
 async def _sse_messages(resp: httpx.Response) -> AsyncIterator[Message]:
@@ -249,7 +249,7 @@ async def _ws_messages(ws: Any) -> AsyncIterator[Message]:
         raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield None, None, raw
             continue
         if isinstance(obj, dict) and isinstance(obj.get("event"), str):

@@ -133,6 +133,12 @@ class ApplyResult:
     quarantined: int = 0
     identities: int = 0
 
+    def add(self, other: ApplyResult) -> None:
+        self.upserted += other.upserted
+        self.deleted += other.deleted
+        self.quarantined += other.quarantined
+        self.identities += other.identities
+
 
 @dataclass(slots=True)
 class StoredVectors:
@@ -241,6 +247,15 @@ class Store(ABC):
         per-row Python work only makes each wait on the other. A store that
         never calls it is still correct; the pipeline then waits for the end.
         """
+
+    def refused_record(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by :meth:`apply`, came from a value in the events
+        (a record this engine can never store: the pipeline isolates and
+        quarantines it) rather than from the engine itself (locked, down, full:
+        the batch must be retried whole, later). Engines add their own data
+        errors; anything not listed is an engine failure."""
+        return isinstance(exc, UnicodeError | ValueError | TypeError | OverflowError
+                          | RecursionError)
 
     @abstractmethod
     def get_cursor(self, stream_key: str) -> str | None: ...

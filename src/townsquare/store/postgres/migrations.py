@@ -238,8 +238,20 @@ def m004_conversation_titles(conn: psycopg.Connection, schema: str) -> None:
     )
 
 
+def m005_quarantine_digest(conn: psycopg.Connection, schema: str) -> None:
+    """One quarantine row per distinct bad input (``Quarantine.digest``), as in
+    the SQLite store; older rows have no digest and stay as they are."""
+    conn.execute(
+        """
+        ALTER TABLE quarantine ADD COLUMN digest bytea;
+        CREATE UNIQUE INDEX quarantine_digest ON quarantine (digest);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_posts, m002_accounts, m003_people_threads_engagement, m004_conversation_titles,
+    m005_quarantine_digest,
 ]
 
 

@@ -195,6 +195,15 @@ class PostgresStore(AccountsMixin, Store):
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))
         raise AssertionError("unreachable")
 
+    def refused_record(self, exc: BaseException) -> bool:
+        """Data errors: a value the server will not take (bad encoding, out of
+        range, a B-tree entry over its size limit, a constraint). Connection
+        loss, a shutdown or a full disk are the engine's, and are not."""
+        return super().refused_record(exc) or isinstance(
+            exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
+            | psycopg.errors.ProgramLimitExceeded
+        )
+
     def set_embedder_name(self, name: str, dim: int) -> None:
         """Record which embedder writes vectors; refuse to mix two."""
         wanted = f"{name}/{dim}"

@@ -320,8 +320,10 @@ class BatchWriter:
     def _quarantine(self, records: list[Quarantine]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO quarantine(source, raw, reason, at) VALUES (%s, %s, %s, %s)",
-                [(q.source, q.raw, clean(q.reason), self.now) for q in records],
+                "INSERT INTO quarantine(source, raw, reason, at, digest) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING",
+                [(clean(q.source), q.raw, clean(q.reason), self.now, q.digest())
+                 for q in records],
             )
         self.result.quarantined += len(records)
 

@@ -231,9 +231,21 @@ def m005_conversation_titles(conn: sqlite3.Connection) -> None:
     )
 
 
+def m006_quarantine_digest(conn: sqlite3.Connection) -> None:
+    """One quarantine row per distinct bad input (``Quarantine.digest``): the
+    same bad line read again, under another path or after a rewind, is not
+    listed twice. Older rows have no digest and stay as they are."""
+    run_script(conn,
+        """
+        ALTER TABLE quarantine ADD COLUMN digest BLOB;
+        CREATE UNIQUE INDEX quarantine_digest ON quarantine(digest);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_people_threads_engagement,
-    m005_conversation_titles,
+    m005_conversation_titles, m006_quarantine_digest,
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -220,8 +221,9 @@ class SQLiteStore(AccountsMixin, Store):
                         engaged.append(ev)
                     elif isinstance(ev, Quarantine):
                         conn.execute(
-                            "INSERT INTO quarantine(source, raw, reason, at_ms) VALUES (?,?,?,?)",
-                            (ev.source, ev.raw, ev.reason, now_ms),
+                            "INSERT INTO quarantine(source, raw, reason, at_ms, digest) "
+                            "VALUES (?,?,?,?,?) ON CONFLICT(digest) DO NOTHING",
+                            (ev.source, ev.raw, ev.reason, now_ms, ev.digest()),
                         )
                         result.quarantined += 1
                 new_after = None
@@ -252,6 +254,14 @@ class SQLiteStore(AccountsMixin, Store):
             self._next_seq = None  # rolled back: re-read the counters from the file
             raise
         return result
+
+    def refused_record(self, exc: BaseException) -> bool:
+        """Data errors: a value SQLite will not bind or store (``OperationalError``,
+        a locked or full database, is the engine's, and is not one)."""
+        return super().refused_record(exc) or isinstance(
+            exc, sqlite3.DataError | sqlite3.IntegrityError | sqlite3.InterfaceError
+            | sqlite3.ProgrammingError
+        )
 
     def _write_rows(self, conn: Any, posts: list[Post], now_ms: int) -> tuple[int, int | None]:
         """executemany the upserts: (rows inserted or changed, key after which rows are new).
