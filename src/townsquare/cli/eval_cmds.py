@@ -71,6 +71,9 @@ def _sets(names: tuple[str, ...], tweets: Path | None, no_tweets: bool, only: st
 @click.option("--llm", metavar="NAME", help="LLM backend: local, openai, fake (default: settings).")
 @click.option("--openai-base-url", metavar="URL", help="For --llm openai: the server's /v1 URL.")
 @click.option("--openai-model", metavar="NAME", help="For --llm openai: the model name.")
+@click.option("--style", type=click.Choice(["auto", "grounded", "generative"]), default=None,
+              help="Answer style (default: settings' answer_style; auto = grounded for the "
+                   "bundled model, generated and gated for others).")
 @click.option("--mode", help="Persona: regular (default), fun, or one of yours.")
 @click.option("--max-results", type=click.IntRange(1, 50), default=8, show_default=True,
               help="Posts given to the model per question.")
@@ -83,7 +86,7 @@ def _sets(names: tuple[str, ...], tweets: Path | None, no_tweets: bool, only: st
 def eval_cmd(
     cli: CliContext, set_names: tuple[str, ...], tweets: Path | None, no_tweets: bool,
     only: str | None, llm: str | None, openai_base_url: str | None, openai_model: str | None,
-    mode: str | None, max_results: int, show_answers: bool, as_json: bool,
+    style: str | None, mode: str | None, max_results: int, show_answers: bool, as_json: bool,
     rescore: Path | None,
 ) -> None:
     """Measure answer quality: supported sentences, quotes, facts, freshness, language, speed.
@@ -105,7 +108,7 @@ def eval_cmd(
                                  f"{', '.join(LLMS.names())}", param_hint="--llm")
     try:
         settings = load_settings(**cli.overrides, llm=llm, openai_base_url=openai_base_url,
-                                 openai_model=openai_model)
+                                 openai_model=openai_model, answer_style=style)
     except Exception as exc:  # pydantic ValidationError, bad TOML
         raise click.ClickException(f"bad configuration: {exc}") from exc
     try:

@@ -108,6 +108,7 @@ async def _run(
                     engine = AnswerEngine(
                         runtime.retriever, llm, runtime.store,
                         Personas.load(settings.personas_dir), Policy(),
+                        style=settings.answer_style,
                     )
                     await _ask_all(engine, qset, mode, max_results, run, progress)
                 finally:
