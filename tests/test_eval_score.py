@@ -198,3 +198,25 @@ def test_names_skip_clause_starts_but_keep_handles_and_acronyms() -> None:
     assert names("The RATP says @bob_x met Marie Dupont in Lyon.") == [
         "RATP", "@bob_x", "Marie", "Dupont", "Lyon"]
     assert names("Storm hits.") == []
+
+
+def test_a_faithful_quote_is_reported_speech_not_a_claim_of_the_answer() -> None:
+    # "demain matin" is the post's; a clock time or a tag inside a verbatim quote is
+    # not a figure, age or name the answer claims. What is outside the quote still is.
+    s = score('@sophie_renard (Sophie Renard) writes: « Le travail reprend demain matin » [2].')
+    assert (s.supported, s.scored) == (1, 1), s.sentences[0].reasons
+    s = score('@sophie_renard writes, 3 days ago: « Le travail reprend demain matin » [2].')
+    assert s.supported == 0 and any("age" in r for r in s.sentences[0].reasons)
+    s = score('Sophie Renard says the 12 unions won: « Le travail reprend demain matin » [2].')
+    assert s.supported == 0 and "figure 12" in s.sentences[0].reasons
+
+
+def test_a_forbidden_phrase_only_inside_a_faithful_quote_is_not_asserted() -> None:
+    expect = Expectation(forbidden=["victoire pour tous"])
+    assert score("Sophie Renard: « C'est une victoire pour tous les cheminots » [2].",
+                 expect).forbidden_asserted == []
+    assert score("C'est une victoire pour tous [2].", expect).forbidden_asserted == [
+        "victoire pour tous"]
+    # An altered quote is the answer's own words: it still counts.
+    assert score("Sophie Renard: « C'est une victoire pour tous les syndicats » [2].",
+                 expect).forbidden_asserted == ["victoire pour tous"]

@@ -11,7 +11,11 @@ Input is an answer in the public JSON shape (``Answer.to_dict()``, i.e.
   (2) every figure in it and (3) every name in it (@handles, #tags,
   capitalised words not starting a clause, acronyms; a name may also be the
   cited post's author or display name). A stated post age ("45 min ago") is
-  checked against the cited posts' times instead. A sentence without a citation is
+  checked against the cited posts' times instead. A quotation found verbatim
+  in a cited post is reported speech, scored under quote fidelity: these
+  checks read the sentence's own words around it (a clock time such as
+  "depuis 13h" inside a faithful quote is the post's, not a claimed age). A
+  sentence without a citation is
   unsupported unless it is a fixed text (:data:`FIXED_TEXTS`: no results,
   declined, search-only); a declined answer is all fixed text. Fixed
   sentences are counted apart and left out of the share.
@@ -25,7 +29,9 @@ Input is an answer in the public JSON shape (``Answer.to_dict()``, i.e.
 - **Fact recall.** Each gold fact is a list of alternatives (say a figure, or
   the same word in English and French); it is found when one alternative
   occurs in the answer (folded, figures in canonical form, on word bounds).
-- **Forbidden claims.** A forbidden phrase counts when the answer states it
+- **Forbidden claims.** A forbidden phrase counts when the answer states it in
+  its own words (a faithful, attributed quotation of a cited post reports what
+  someone said and is left out; an altered one is not)
   without a negation shortly before it in the same clause ("not", "no",
   "ne … pas", "aucun", "jamais"...) or a denial after it ("false",
   "infondé"): "no post calls it a hoax" does not assert "hoax"; "it was a
@@ -215,12 +221,15 @@ def score_answer(
     declined = bool(answer.get("declined"))
     score = AnswerScore(ttft_s=ttft_s, total_s=total_s, lang_expected=expect.lang)
     cited_any = list(posts.values())
+    own_text: list[str] = []
     for sentence in tx.sentences(text):
         numbers = [n for n in tx.cited_numbers(sentence) if n in posts]
         sources = [posts[n] for n in numbers]
-        score.sentences.append(_sentence(sentence, numbers, sources, declined))
+        own = own_words(sentence, sources)
+        score.sentences.append(_sentence(sentence, own, numbers, sources, declined))
         for quote in quotes(sentence):
             score.quotes.append(_quote(sentence, quote, sources or cited_any))
+        own_text.append(own)
     score.repeated = repeated_sentences([s.text for s in score.sentences])
     haystack = tx.normalize_figures(tx.strip_list_marks(text))
     for fact in expect.gold:
@@ -229,7 +238,7 @@ def score_answer(
             score.facts_found += 1
         else:
             score.missing_facts.append(" / ".join(fact))
-    score.forbidden_asserted = asserted(text, expect.forbidden)
+    score.forbidden_asserted = asserted(" ".join(own_text), expect.forbidden)
     if expect.latest:
         score.latest_ok = _first_cited_is(text, posts, expect.latest)
     if expect.lang:
@@ -241,14 +250,34 @@ def is_fixed(sentence: str) -> bool:
     return _FIXED_RE.search(tx.fold(tx.strip_markers(sentence)).strip()) is not None
 
 
+def own_words(sentence: str, sources: Sequence[CitedPost]) -> str:
+    """``sentence`` with each quotation that is verbatim in a cited post blanked out.
+
+    Such a quotation is reported speech, scored by quote fidelity; what is left
+    (the frame: who said it, when, and any claim of the answer's own) is what
+    the support and forbidden-claim checks read. An altered quotation stays in.
+    """
+    if not sources:
+        return sentence
+    out = sentence
+    for rx in _QUOTE_RES:
+        def blank(m: re.Match[str]) -> str:
+            inner = m.group(1).strip()
+            if len(tx.words(inner)) < 2:
+                return m.group(0)
+            return " " if not _quote(sentence, inner, sources).altered else m.group(0)
+        out = rx.sub(blank, out)
+    return out
+
+
 def _sentence(
-    sentence: str, numbers: list[int], sources: Sequence[CitedPost], declined: bool
+    sentence: str, own: str, numbers: list[int], sources: Sequence[CitedPost], declined: bool
 ) -> SentenceScore:
     if declined or (not numbers and is_fixed(sentence)):
         return SentenceScore(sentence, numbers, supported=True, fixed=True)
     if not sources:
         return SentenceScore(sentence, numbers, supported=False, reasons=["no citation"])
-    reasons = support_failures(sentence, sources)
+    reasons = support_failures(own, sources)
     return SentenceScore(sentence, numbers, supported=not reasons, reasons=reasons)
 
 
