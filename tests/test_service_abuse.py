@@ -99,7 +99,10 @@ def test_a_slow_header_connection_is_closed(home: Path) -> None:
 async def test_a_client_that_hangs_up_pays_for_the_prompt_and_what_was_written() -> None:
     async with uvicorn_app(FedSource(), posts=POSTS) as (base, api):
         key = api.key("leaver")
-        api.llm.enqueue([f"word{i} " for i in range(200)], delay_s=0.02)
+        # A supported first sentence, which the verification gate lets through as soon as
+        # it ends, then a long tail: the client hangs up once it has read that sentence.
+        first = "The storm knocked out power on the headland [1]. "
+        api.llm.enqueue([first, *[f"word{i} " for i in range(199)]], delay_s=0.02)
         async with (
             httpx.AsyncClient(base_url=base, timeout=30) as client,
             client.stream("POST", "/v1/chat/completions", headers=Api.auth(key),
@@ -107,8 +110,8 @@ async def test_a_client_that_hangs_up_pays_for_the_prompt_and_what_was_written()
         ):
             assert resp.status_code == 200
             async for line in resp.aiter_lines():
-                if '"content":"word' in line:
-                    break  # hang up after the first token
+                if '"content":"The storm' in line:
+                    break  # hang up after the first sentence
         key_id = api.runtime.store.list_api_keys()[-1].id
         month = f"{datetime.now(UTC):%Y-%m}"
         rows: list[Any] = []
