@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
-URL_RE = re.compile(r"Open (http://[^/]+)/#key=(\S+)")
+URL_RE = re.compile(r"Open (http://[^/ ]+)/ with the web page's key from (\S+)")
 
 
 def main() -> None:
@@ -48,7 +48,8 @@ def main() -> None:
                 if not line:
                     raise SystemExit("serve exited before printing its URL")
                 match = URL_RE.search(line)
-            base, key = match.group(1), match.group(2)
+            base = match.group(1)
+            key = Path(match.group(2)).read_text(encoding="utf-8").strip()
             headers = {"Authorization": f"Bearer {key}"}
             deadline = time.monotonic() + args.wait
             while time.monotonic() < deadline:
