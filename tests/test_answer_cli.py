@@ -162,3 +162,23 @@ def test_answer_style_setting_is_honoured(
     monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "poetic")
     code, out = run("ask", "ferry")
     assert code != 0 and "answer_style" in out
+
+
+def test_composed_answers_never_misstate_which_post_is_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The English post answers the English question best, but the French one is newer:
+    # the lead may not be called "the latest", nor the newer post "earlier".
+    ingest(tmp_path, [
+        {"id": "en", "author": "alice", "created_at": ago(hours=1),
+         "text": "The train strike in Paris continues, only 1 train in 3 is running"},
+        {"id": "fr", "author": "bob", "created_at": ago(minutes=1), "lang": "fr",
+         "text": "Grève des trains : accord trouvé, la grève est levée, le trafic reprend"},
+    ])
+    monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "grounded")
+    data = ask_json("what is the latest on the train strike in Paris?")
+    text = data["answer"]
+    assert "@alice" in text and "@bob" in text, text
+    assert not text.startswith("The latest, from @alice"), text
+    assert "Earlier, @bob" not in text, text
+    check(data)

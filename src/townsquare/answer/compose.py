@@ -47,27 +47,33 @@ MAX_MARKERS = 3
 #: Content-word overlap at which two posts say the same thing (merged).
 SAME_POST = 0.6
 
-#: Framing per (language, style): lead, changed (an older post on the same
-#: topic), other voices (cycled). ``{who}``, ``{age}``, ``{q}`` (the quote).
+#: Framing per (language, style): lead (the newest post shown), top (the lead
+#: when a newer, less relevant post is shown too: no "latest" claim), changed
+#: (an older post on the same topic), other voices (cycled). ``{who}``,
+#: ``{age}``, ``{q}`` (the quote).
 FRAMES: dict[tuple[str, str], dict[str, list[str]]] = {
     ("en", "regular"): {
         "lead": ["The latest, from {who} {age}: {q}"],
+        "top": ["{who} wrote {age}: {q}"],
         "changed": ["Earlier, {who} wrote {age}: {q}"],
         "other": ["{who} adds: {q}", "{who} writes: {q}", "{who} posted {age}: {q}"],
     },
     ("en", "fun"): {
         "lead": ["Hot off the timeline, {who} {age}: {q}"],
+        "top": ["{who} posted {age}: {q}"],
         "changed": ["Rewind to {age}: {who} was posting {q}"],
         "other": ["Meanwhile {who} chimes in: {q}", "{who}, for the record: {q}",
                   "And {who} piles on: {q}"],
     },
     ("fr", "regular"): {
         "lead": ["Le plus récent, de {who} {age} : {q}"],
+        "top": ["{who} a écrit {age} : {q}"],
         "changed": ["Avant, {who} a écrit {age} : {q}"],
         "other": ["{who} écrit : {q}", "{who} rapporte : {q}", "{who} a écrit {age} : {q}"],
     },
     ("fr", "fun"): {
         "lead": ["Tout chaud, {who} {age} : {q}"],
+        "top": ["{who} écrivait {age} : {q}"],
         "changed": ["Retour en arrière, {age} : {who} écrivait {q}"],
         "other": ["Pendant ce temps, {who} renchérit : {q}", "{who}, pour mémoire : {q}",
                   "Et {who} en rajoute : {q}"],
@@ -192,10 +198,14 @@ def compose(
         return ""
     lead = _lead(groups)
     rest = [g for g in groups if g is not lead]
-    # What changed: the nearest older post on the lead's topic.
+    # What changed: the nearest older post on the lead's topic. Prompt numbers run
+    # newest first, so "older" is a larger first number: "Earlier" is never said of
+    # a post newer than the lead.
     changed = None
     best_shared = 0
     for g in rest:
+        if g.numbers[0] < lead.numbers[0]:
+            continue
         shared = len(g.stems & lead.stems)
         if shared > best_shared:
             changed, best_shared = g, shared
@@ -205,9 +215,13 @@ def compose(
     others = [g for g in rest if g is not changed]
     others.sort(key=lambda g: (-g.relevance, g.numbers[0]))
     ordered += [("other", g) for g in others]
+    ordered = ordered[:max_sentences]
+    # "The latest" is a claim about time: only when no post shown is newer.
+    if any(g.numbers[0] < lead.numbers[0] for _kind, g in ordered[1:]):
+        ordered[0] = ("top", lead)
     out: list[str] = []
     other_i = 0
-    for kind, g in ordered[:max_sentences]:
+    for kind, g in ordered:
         pp = g.posts[0]
         options = frames[kind]
         template = options[other_i % len(options)] if kind == "other" else options[0]
