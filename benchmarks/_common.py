@@ -1,13 +1,22 @@
-"""Shared helpers for the benchmark scripts: post generation, tables, RSS."""
+"""Shared helpers for the benchmark scripts: post generation, tables, RSS, a server."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import resource
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import httpx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -84,3 +93,58 @@ def percentile(values: list[float], p: float) -> float:
     s = sorted(values)
     k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
     return s[k]
+
+
+#: What `serve` prints once it listens: the base URL (the key is in <home>/web-key).
+URL_RE = re.compile(r"Open (http://[^/\s]+)/")
+
+
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen[str]
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(current RSS, peak RSS) of the server process, from /proc."""
+        fields: dict[str, float] = {}
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    fields[name] = float(value.split()[0]) / 1024
+        except OSError:
+            pass
+        return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
+
+
+@contextmanager
+def serve(home: Path, env: dict[str, str], log_level: str = "warning") -> Iterator[Server]:
+    """``townsquare serve --no-ingest`` on a free loopback port, answering /healthz."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "townsquare", "--home", str(home), "serve", "--port", "0",
+         "--no-ingest", "--log-level", log_level],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        base = None
+        for line in proc.stdout:
+            m = URL_RE.search(line)
+            if m:
+                base = m.group(1)
+                break
+        if base is None:
+            raise SystemExit("server did not start")
+        for _ in range(200):
+            try:
+                httpx.get(base + "/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield Server(base, proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -27,7 +27,6 @@ import argparse
 import inspect
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -40,9 +39,10 @@ from typing import Any
 
 import httpx
 
+from _common import serve
+
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
-URL_RE = re.compile(r"Open (http://[^/\s]+)/")
 
 
 # --- part 1: /healthz under oversized questions ------------------------------------
@@ -52,27 +52,9 @@ def healthz_under_abuse(seconds: float, chars: int, env_extra: dict[str, str]) -
     home = Path(tempfile.mkdtemp(prefix="bench-abuse-"))
     env = {**os.environ, "TOWNSQUARE_HOME": str(home), "TOWNSQUARE_LLM": "fake",
            "TOWNSQUARE_EMBEDDER": "hash", "TOWNSQUARE_STORY_REFRESH_S": "0", **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "townsquare", "--home", str(home), "serve", "--port", "0",
-         "--no-ingest", "--log-level", "error"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        base = None
-        for line in proc.stdout:
-            m = URL_RE.search(line)
-            if m:
-                base = m.group(1)
-                break
-        if base is None:
-            raise SystemExit("server did not start")
+    with serve(home, env, log_level="error") as server:
+        base = server.base
         key = (home / "web-key").read_text().strip()
-        for _ in range(200):
-            try:
-                httpx.get(base + "/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
         question = ("is the storm over in valmont today? " * (chars // 36 + 1))[:chars]
         body = {"model": "townsquare", "messages": [{"role": "user", "content": question}]}
         stop = time.monotonic() + seconds
@@ -109,9 +91,6 @@ def healthz_under_abuse(seconds: float, chars: int, env_extra: dict[str, str]) -
             "max_ms": latencies[-1] * 1000,
             "chat_statuses": statuses,
         }
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 # --- part 2: webhook isolation ------------------------------------------------------
