@@ -127,6 +127,16 @@
     }
   }
 
+  /** A link that opens a post's own page: a new tab, no opener, no referrer. */
+  function externalLink(href, cls, label) {
+    const link = el("a", cls, label);
+    link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.referrerPolicy = "no-referrer";
+    return link;
+  }
+
   /** Display name (if known) and handle: never a bare account id when a handle exists. */
   function authorNode(p) {
     const who = el("span", "who");
@@ -193,14 +203,7 @@
     const counts = engagementText(p);
     if (counts) foot.append(el("span", "engagement", counts));
     const url = safeUrl(p.url);
-    if (url) {
-      const link = el("a", "card-link", "Open post");
-      link.href = url;
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      link.referrerPolicy = "no-referrer";
-      foot.append(link);
-    }
+    if (url) foot.append(externalLink(url, "card-link", "Open post"));
     const explain = el("button", "link explain", "Explain this post");
     explain.type = "button";
     explain.addEventListener("click", () => askAbout(explainQuestion(p)));
@@ -421,11 +424,7 @@
     li.append(head, el("p", "card-text", String(c.text || "")));
     const url = safeUrl(c.url);
     if (url) {
-      const link = el("a", "card-link", "Open post");
-      link.href = url;
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      link.referrerPolicy = "no-referrer";
+      const link = externalLink(url, "card-link", "Open post");
       link.setAttribute("aria-label", "Open post by " + handle(c.author, c.source));
       li.append(link);
     }
@@ -1112,12 +1111,7 @@
           const text = String(c.text || "").replace(/\s+/g, " ").slice(0, 120);
           const href = safeUrl(c.url);
           const label = "[" + Number(c.n) + "] " + who;
-          const head = href ? el("a", null, label) : el("span", null, label);
-          if (href) {
-            head.href = href;
-            head.target = "_blank";
-            head.rel = "noopener noreferrer";
-          }
+          const head = href ? externalLink(href, null, label) : el("span", null, label);
           list.append(el("li", null, head, el("span", "story-source-text", " " + text)));
         }
         li.append(list);

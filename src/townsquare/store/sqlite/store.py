@@ -728,12 +728,12 @@ def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
         params.append(f"% {tag.lower().lstrip('#')} %")
     if f.domains or f.exclude_domains:
         host = "url_host(p.url)"
-        for domains, joiner, neg in ((f.domains, " OR ", ""), (f.exclude_domains, " OR ", "NOT ")):
+        for domains, neg in ((f.domains, ""), (f.exclude_domains, "NOT ")):
             if not domains:
                 continue
             names = [normalize_domain(d) for d in domains]
             tests = [f"({host} = ? OR substr({host}, -?) = ?)" for _ in names]
-            where.append(f"{neg}(" + joiner.join(tests) + ")")
+            where.append(f"{neg}(" + " OR ".join(tests) + ")")
             for d in names:
                 params += [d, len(d) + 1, "." + d]
     if f.min_likes is not None:
