@@ -86,7 +86,8 @@ _lock = threading.Lock()
 _identifiers: dict[tuple[str, ...], Any] = {}
 
 
-def _model(languages: tuple[str, ...]) -> Any:
+def identifier(languages: tuple[str, ...]) -> Any:
+    """py3langid's classifier restricted to ``languages`` (loaded once per set, shared)."""
     with _lock:
         ident = _identifiers.get(languages)
         if ident is None:
@@ -105,7 +106,7 @@ def _classify(text: str, languages: tuple[str, ...] = CANDIDATES) -> tuple[str, 
     clean = _URLISH.sub(" ", text)
     if not re.search(r"[^\W\d_]", clean):
         return DEFAULT, 0.0
-    lang, prob = _model(languages).classify(clean)
+    lang, prob = identifier(languages).classify(clean)
     return str(lang), float(prob)
 
 
