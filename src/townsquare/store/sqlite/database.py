@@ -148,12 +148,11 @@ class Database:
         return conn
 
     def close(self) -> None:
+        # Readers belong to their threads, and one may be mid-query in a worker thread
+        # (the live feed's poll, a trend warm-up) when the owner closes the store:
+        # closing its connection from here crashed SQLite (a segfault). Dropping our
+        # references lets each close when its last user lets go of it.
         with self._readers_lock:
-            for conn in self._readers:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass
             self._readers.clear()
         self._local = threading.local()
         with self.write_lock:
