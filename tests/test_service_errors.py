@@ -86,7 +86,7 @@ async def _status(api: Api, status: int) -> None:
         err = error_of(resp)
         assert err["type"] == "server_error" and err["code"] == "upstream_error"
     elif status == 503:
-        api.services.trends = None  # warming up
+        api.services.live.trends = None  # warming up
         resp = await c.get("/v1/trends", headers=h)
         assert resp.status_code == 503
         assert error_of(resp)["type"] == "server_error"

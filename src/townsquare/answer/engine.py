@@ -92,6 +92,7 @@ from townsquare.answer.prompt import build_prompt
 from townsquare.answer.query import QueryPlan, SearchMode, understand
 from townsquare.answer.sanitize import clean_text
 from townsquare.answer.verify import Gate, Verification
+from townsquare.errors import NotFound
 from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
 from townsquare.model import Post, iso
 from townsquare.retrieval import Retriever, SearchRequest, Sort
@@ -110,12 +111,21 @@ GROUNDED_BACKENDS = frozenset({"local"})
 ANSWER_STYLES = ("auto", "grounded", "generative")
 
 
-class ConversationNotFound(LookupError):
+class ConversationNotFound(NotFound, LookupError):
     """No such conversation for this owner (someone else's looks the same: absent)."""
 
+    code = "conversation_not_found"
+    param = "conversation_id"
 
-class UnknownModel(ValueError):
+    def public_message(self) -> str:
+        return "No such conversation for this key"
+
+
+class UnknownModel(NotFound, ValueError):
     """A model override that names no LLM backend."""
+
+    code = "model_not_found"
+    param = "model"
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from townsquare.llm.base import (
     Generation,
     GenerationOptions,
     LLMUnavailable,
+    WrappedLLM,
 )
 
 
@@ -76,14 +77,8 @@ class _MeteredGeneration(Generation):
                 meter.completion_tokens += max(0, self.usage.completion_tokens - pieces)
 
 
-class MeteredLLM(LLM):
+class MeteredLLM(WrappedLLM):
     """``inner`` with every generation counted into the calling request's meter."""
-
-    def __init__(self, inner: LLM) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.model_id = inner.model_id
-        self.context_tokens = inner.context_tokens
 
     def generate(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
@@ -91,9 +86,3 @@ class MeteredLLM(LLM):
         # Read here, in the request's context: the generation may be iterated elsewhere.
         return _MeteredGeneration(self, self.inner.generate(messages, options), messages,
                                   current_meter.get())
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
