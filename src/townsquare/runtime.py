@@ -161,13 +161,15 @@ class Runtime:
         clock: Callable[[], datetime] | None = None,
         policy: Policy | None = None,
         trending: Callable[[], list[Post]] | None = None,
+        llm: LLM | None = None,
     ) -> AnswerEngine:
         """An answer engine over this runtime's parts (building it may load the LLM).
 
         Its LLMs count the tokens of each HTTP request that uses them
         (:class:`~townsquare.llm.metering.MeteredLLM`; outside a request they
         count nothing). ``clock`` answers "as of" another time (``trends
-        --at``); ``trending`` gives it the current top trends' posts.
+        --at``); ``trending`` gives it the current top trends' posts; ``llm``
+        replaces the configured one (the eval shares one loaded model across sets).
         """
         from townsquare.answer import AnswerEngine
         from townsquare.answer.personas import Personas
@@ -176,7 +178,7 @@ class Runtime:
 
         return AnswerEngine(
             self.retriever,
-            MeteredLLM(self.llm()),
+            MeteredLLM(llm or self.llm()),
             self.store,
             Personas.load(self.settings.personas_dir),
             policy or Policy(),
