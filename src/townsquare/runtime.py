@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from townsquare.config import Settings
 from townsquare.index import EMBEDDERS, Embedder
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from townsquare.trends.story_loop import StoryLoop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -67,42 +68,35 @@ class Runtime:
         # embedder to load (or distill) behind another part's lock.
         self._locks = {part: threading.Lock() for part in
                        ("store", "embedder", "limits", "retriever", "llm", "engine")}
-        self._store: Store | None = None
-        self._embedder: tuple[Embedder | None] | None = None
-        self._limits: Limits | None = None
-        self._retriever: Retriever | None = None
+        self._built: dict[str, Any] = {}
         self._llms: dict[str, LLM] = {}
-        self._engine: AnswerEngine | None = None
-        self._summarizer: StorySummarizer | None = None
+
+    def _once(self, part: str, build: Callable[[], T]) -> T:
+        """``part``, built by ``build`` the first time it is asked for."""
+        with self._locks[part]:
+            if part not in self._built:
+                self._built[part] = build()
+            made: T = self._built[part]
+            return made
 
     # --- storage and search ---------------------------------------------------------
 
     @property
     def store(self) -> Store:
-        with self._locks["store"]:
-            if self._store is None:
-                self._store = open_store(self.settings.store, self.settings.home,
-                                         read_only=self.read_only)
-            return self._store
+        return self._once("store", lambda: open_store(
+            self.settings.store, self.settings.home, read_only=self.read_only))
 
     @property
     def embedder(self) -> Embedder | None:
         """The configured embedder (``None`` for ``embedder = "none"``); may take a while."""
-        with self._locks["embedder"]:
-            if self._embedder is None:
-                name = self.settings.embedder
-                made = None if name == "none" else EMBEDDERS.create(
-                    name, cache_dir=self.settings.cache_dir)
-                self._embedder = (made,)
-            return self._embedder[0]
+        name = self.settings.embedder
+        return self._once("embedder", lambda: None if name == "none" else EMBEDDERS.create(
+            name, cache_dir=self.settings.cache_dir))
 
     @property
     def limits(self) -> Limits:
         """The ingest bounds every source's posts meet (time, size, types)."""
-        with self._locks["limits"]:
-            if self._limits is None:
-                self._limits = Limits.from_settings(self.settings)
-            return self._limits
+        return self._once("limits", lambda: Limits.from_settings(self.settings))
 
     def ingestor(self, listeners: list[Listener] | None = None) -> Ingestor:
         """The ingest pipeline into this runtime's store, with its embedder and limits."""
@@ -121,22 +115,20 @@ class Runtime:
 
     @property
     def retriever(self) -> Retriever:
-        with self._locks["retriever"]:
-            if self._retriever is None:
-                self._retriever = Retriever(self.store, self.embedder,
-                                            half_life=parse_duration(self.settings.half_life))
-            return self._retriever
+        return self._once("retriever", lambda: Retriever(
+            self.store, self.embedder, half_life=parse_duration(self.settings.half_life)))
 
     def dense_seq(self) -> int:
         """The newest vector sequence the dense index has seen (0 before it is built)."""
-        retriever = self._retriever  # never build it just to ask
+        retriever: Retriever | None = self._built.get("retriever")  # never built just to ask
         dense = retriever.dense if retriever is not None else None
         return int(dense.seq) if dense is not None else 0
 
     def sync_dense(self, full: bool = False) -> None:
         """Pull new vectors into the dense index, if the retriever is built (blocking)."""
-        if self._retriever is not None:
-            self._retriever.sync_dense(full)
+        retriever: Retriever | None = self._built.get("retriever")
+        if retriever is not None:
+            retriever.sync_dense(full)
 
     # --- language models and answers ------------------------------------------------
 
@@ -191,10 +183,7 @@ class Runtime:
     @property
     def engine(self) -> AnswerEngine:
         """The runtime's answer engine, built once."""
-        with self._locks["engine"]:
-            if self._engine is None:
-                self._engine = self.new_engine()
-            return self._engine
+        return self._once("engine", self.new_engine)
 
     def build_trends(
         self, now: datetime | None = None, history: timedelta = timedelta(hours=24),
@@ -214,8 +203,9 @@ class Runtime:
                                       detector=TrendDetector(clock=utcnow))
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        store: Store | None = self._built.get("store")
+        if store is not None:
+            store.close()
 
 
 class Live:
