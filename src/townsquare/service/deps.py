@@ -32,9 +32,10 @@ SECURITY_SCHEME = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """Everything a request may need, built once by ``create_app``."""
+    """Everything a request may need, built once by ``create_app`` (frozen: nothing is
+    attached to it later)."""
 
     runtime: Runtime
     #: The running system: answer engine, trends, feed, watches, supervisor.
