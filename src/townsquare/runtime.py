@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -295,8 +295,8 @@ class Live:
         """Start the background tasks (the API serves meanwhile)."""
         settings = self.runtime.settings
 
-        def task(coro: object, name: str) -> None:
-            self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+        def task(coro: Coroutine[Any, Any, None], name: str) -> None:
+            self._tasks.append(asyncio.create_task(coro, name=name))
 
         task(self._start_background(), "start-background")
         task(self.feed.run(), "live-feed")
