@@ -146,7 +146,7 @@ async def run(n_people: int, embedder: str) -> None:
         Ingestor(runtime.store, runtime.embedder).commit(
             "bench", Batch([Upsert(p) for p in posts], None), IngestStats())
         llm = FakeLLM()
-        engine = AnswerEngine.from_runtime(runtime)
+        engine = runtime.engine
         engine.llm = llm
         surname_count: dict[str, int] = {}
         for person in people:

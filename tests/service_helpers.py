@@ -19,13 +19,13 @@ import httpx
 
 from townsquare.config import Tier, load_settings
 from townsquare.ingest import Ingestor
+from townsquare.ingest.supervisor import Supervisor
 from townsquare.llm.fake import FakeLLM
 from townsquare.model import Post, Upsert
 from townsquare.runtime import Runtime
 from townsquare.service.app import create_app
-from townsquare.service.auth import create_key
 from townsquare.service.deps import Services
-from townsquare.service.supervisor import Supervisor
+from townsquare.service.gate.auth import create_key
 
 REPO = Path(__file__).resolve().parents[1]
 URL_RE = re.compile(r"Open (http://[^/\s]+)/ ")

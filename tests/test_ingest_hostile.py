@@ -170,7 +170,7 @@ def test_ingest_bounds_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 async def test_serve_keeps_its_source_running_through_bad_lines(tmp_path: Path) -> None:
     from service_helpers import make_runtime
-    from townsquare.service.supervisor import Supervisor
+    from townsquare.ingest.supervisor import Supervisor
     from townsquare.sources.jsonl import JsonlSource
 
     good = _mixed_file(tmp_path / "mixed.jsonl")

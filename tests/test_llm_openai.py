@@ -292,3 +292,35 @@ async def test_engine_answers_through_the_real_server(llama_server: str, tmp_pat
     assert answer.model == "smollm2"
     assert {c.id for c in answer.citations} <= {"jsonl:s1", "jsonl:s2"} and answer.citations
     await llm.aclose()
+
+
+async def test_answers_over_http_name_the_model_the_server_resolved(
+    server: tuple[str, Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``openai_model = "default"``: the name the server reports, not ``default``, is kept.
+
+    The service's LLM is wrapped twice (a concurrency limit, a meter); each
+    wrapper reads the backend's ``model_id`` through instead of copying it.
+    """
+    from service_helpers import POSTS, Api, make_runtime, serve_app
+
+    url, script = server
+    monkeypatch.setenv("TOWNSQUARE_LLM", "openai")
+    monkeypatch.setenv("TOWNSQUARE_OPENAI_BASE_URL", url)
+    monkeypatch.setenv("TOWNSQUARE_ANSWER_STYLE", "generative")  # the LLM writes
+    runtime = make_runtime()
+    assert runtime.llm().model_id == "default"
+    async with serve_app(POSTS, runtime=runtime) as api:
+        h = Api.auth(api.key("k"))
+        for _ in range(2):
+            script.responses.append((200, SSE_HEADERS, sse(["The storm [1]."])))
+        answers = []
+        for _ in range(2):
+            resp = await api.client.post("/v1/chat/completions", headers=h, json={
+                "model": "townsquare", "messages": [{"role": "user", "content": "storm?"}]})
+            assert resp.status_code == 200, resp.text
+            conv = (await api.client.get(
+                f"/v1/conversations/{resp.json()['conversation_id']}", headers=h)).json()
+            answers.append(conv["messages"][-1]["meta"]["model"])
+    assert answers == ["served-model", "served-model"]
+    assert script.requests and script.requests[0]["model"] == "served-model"

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from service_helpers import POSTS, Api, error_of, serve_app
 
@@ -200,6 +201,48 @@ async def test_store_false_keeps_no_conversation() -> None:
         resp = await api.client.post("/v1/chat/completions", json=chat("storm?", store=False),
                                      headers=h)
         assert resp.status_code == 200 and resp.json()["conversation_id"] is None
+
+
+async def test_store_false_still_answers_with_the_history_the_client_sent() -> None:
+    async with serve_app(POSTS) as api:
+        h = Api.auth(api.key("k"))
+        body = {"model": "townsquare", "store": False, "messages": [
+            {"role": "user", "content": "what about the storm?"},
+            {"role": "assistant", "content": "Gusts of 110 km/h on the coast [1]."},
+            {"role": "user", "content": "and the power?"},
+        ]}
+        resp = await api.client.post("/v1/chat/completions", json=body, headers=h)
+        assert resp.status_code == 200, resp.text
+        prompt = "\n".join(m.content for m in api.llm.last_messages)
+        assert "Gusts of 110 km/h" in prompt and "what about the storm?" in prompt
+        assert resp.json()["conversation_id"] is None
+        listed = (await api.client.get("/v1/conversations", headers=h)).json()
+        assert listed["data"] == []  # nothing kept, not even the history
+
+
+async def test_citations_come_from_the_posts_the_answer_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serve_app(POSTS) as api:
+        h = Api.auth(api.key("k"))
+        store = api.runtime.store
+        read: list[str] = []
+        real = store.get_post
+
+        def get_post(post_id: str) -> Any:
+            read.append(post_id)
+            return real(post_id)
+
+        monkeypatch.setattr(store, "get_post", get_post)
+        api.llm.enqueue(["The train strike in Valmont is over [1]."])
+        resp = await api.client.post("/v1/chat/completions", json=chat("train strike?"),
+                                     headers=h)
+        assert resp.status_code == 200, resp.text
+        cites = resp.json()["citations"]
+        assert cites and set(cites[0]) >= CITATION_KEYS
+        alice = next(c for c in cites if c["author"] == "alice")
+        assert alice["author_name"] == "Alice A." and alice["source"] == "jsonl"
+        assert not set(read) & {c["id"] for c in cites}  # not read again to build them
 
 
 async def test_degraded_answer_when_the_llm_is_unavailable() -> None:

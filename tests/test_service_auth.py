@@ -10,8 +10,8 @@ import pytest
 
 from service_helpers import Api, error_of, make_runtime, serve_app
 from townsquare.config import DEFAULT_TIERS
-from townsquare.service import auth
-from townsquare.service.auth import (
+from townsquare.service.gate import auth
+from townsquare.service.gate.auth import (
     KEY_RE,
     Authenticator,
     AuthError,
@@ -21,7 +21,7 @@ from townsquare.service.auth import (
     hash_key,
     lookup,
 )
-from townsquare.service.middleware import is_public
+from townsquare.service.gate.middleware import is_public
 
 
 def test_keys_look_like_ts_prefix_secret_and_only_the_hash_is_stored(home: Path) -> None:

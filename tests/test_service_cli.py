@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from service_helpers import POSTS, Api, make_runtime, serve_app
 from townsquare.cli import main
-from townsquare.service.auth import KEY_RE, lookup
+from townsquare.service.gate.auth import KEY_RE, lookup
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app, townsquare
+from townsquare.ingest.feed import PostFeed
+from townsquare.ingest.supervisor import build_sources, parse_spec
 from townsquare.model import Post
 from townsquare.service.app import create_app
-from townsquare.service.feed import PostFeed
-from townsquare.service.supervisor import build_sources, parse_spec
 from townsquare.sources import SourceError
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 from service_helpers import POSTS, Api, error_of, serve_app
@@ -86,7 +87,11 @@ async def _status(api: Api, status: int) -> None:
         err = error_of(resp)
         assert err["type"] == "server_error" and err["code"] == "upstream_error"
     elif status == 503:
-        api.services.trends = None  # warming up
+        for _ in range(2000):  # once warm, pretend it is warming up again
+            if api.services.live.trends is not None:
+                break
+            await asyncio.sleep(0.01)
+        api.services.live.trends = None  # warming up
         resp = await c.get("/v1/trends", headers=h)
         assert resp.status_code == 503
         assert error_of(resp)["type"] == "server_error"

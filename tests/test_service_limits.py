@@ -10,8 +10,8 @@ import httpx
 
 from service_helpers import POSTS, Api, error_of, make_runtime, serve_app
 from townsquare.config import Tier
-from townsquare.service.auth import Principal
-from townsquare.service.limits import MonthlyQuota, RateLimiter, Window, format_reset
+from townsquare.service.gate.auth import Principal
+from townsquare.service.gate.limits import MonthlyQuota, RateLimiter, Window, format_reset
 
 
 class Clock:

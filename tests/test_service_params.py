@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from service_helpers import Api, error_of, serve_app
 from townsquare.model import Post
-from townsquare.service import data, openai_compat
+from townsquare.service.routes import data
+from townsquare.service.wire import openai_compat
 
 NOW = datetime.now(UTC)  # for the date filters' values; posts are dated when a test runs
 

@@ -15,8 +15,7 @@ from schemathesis.checks import not_a_server_error
 
 from service_helpers import POSTS, add_posts, make_runtime
 from townsquare.service.app import create_app
-from townsquare.service.auth import create_key
-from townsquare.service.trend_routes import attach
+from townsquare.service.gate.auth import create_key
 
 MAX_EXAMPLES = 15
 
@@ -25,7 +24,7 @@ def test_no_generated_request_gets_a_server_error() -> None:
     runtime = make_runtime()
     asyncio.run(add_posts(runtime, POSTS))
     app = create_app(runtime)
-    asyncio.run(attach(app.state.services))  # what the lifespan does in a served app
+    asyncio.run(app.state.services.live.warm_trends())  # what the lifespan does when served
     key, _ = create_key(runtime.store, "fuzz", "roomy", runtime.settings.tiers)
     headers = {"Authorization": f"Bearer {key}"}
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

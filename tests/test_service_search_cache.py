@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service_helpers import POSTS, Api, make_runtime, serve_app
+from townsquare.ingest.supervisor import Supervisor
 from townsquare.model import Batch, Post, Upsert
-from townsquare.service.search_cache import SearchCache
-from townsquare.service.supervisor import Supervisor
+from townsquare.service.gate.search_cache import SearchCache
 from townsquare.sources.base import Source
 
 

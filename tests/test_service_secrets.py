@@ -9,7 +9,7 @@ from pathlib import Path
 
 from service_helpers import POSTS, Api, make_runtime, serve_app, townsquare
 from test_service_supervisor import closed_port, wait_for
-from townsquare.service.supervisor import Supervisor
+from townsquare.ingest.supervisor import Supervisor
 from townsquare.sources.jetstream import JetstreamSource
 
 
@@ -65,7 +65,7 @@ async def test_source_specs_errors_and_metrics_are_for_admin_keys_only() -> None
 
 
 def test_credentials_are_stripped_from_source_specs() -> None:
-    from townsquare.service.data import strip_credentials
+    from townsquare.service.routes.data import strip_credentials
 
     assert strip_credentials(
         "mastodon:https://bot:pw@social.example:8443/api/v1/streaming?access_token=T#x"

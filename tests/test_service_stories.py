@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import townsquare.runtime
 from service_helpers import Api, error_of, serve_app
 from test_service_watches import FedSource, Hook, uvicorn_app, webhook_receiver
 from townsquare.model import Post
-from townsquare.service import trend_routes
-from townsquare.service.story_loop import StoryLoop
 from trends_helpers import background
 
 FIRE = "Huge fire at the Grand Hotel downtown"
@@ -37,7 +36,7 @@ def _traffic(now: datetime) -> list[Post]:
 
 async def _warm(api: Api) -> None:
     for _ in range(2000):
-        if api.services.trends is not None:
+        if api.services.live.trends is not None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the trend engine never warmed up")
@@ -55,7 +54,7 @@ async def test_a_quiet_stream_does_not_keep_an_old_hour_current(
 ) -> None:
     now = datetime.now(UTC)
     clock = [now]
-    monkeypatch.setattr(trend_routes, "utcnow", lambda: clock[0])
+    monkeypatch.setattr(townsquare.runtime, "utcnow", lambda: clock[0])
     monkeypatch.setenv("TOWNSQUARE_STORY_REFRESH_S", "0")
     async with serve_app(_traffic(now)) as api:
         await _warm(api)
@@ -151,7 +150,7 @@ async def test_a_deleted_post_leaves_stories_and_samples(
     monkeypatch.setenv("TOWNSQUARE_STORY_REFRESH_S", "0")
     async with serve_app(_traffic(datetime.now(UTC))) as api:
         await _warm(api)
-        engine = api.services.trends
+        engine = api.services.live.trends
         ids = {f"jsonl:fire{i}" for i in range(24)}
         assert engine.forget(sorted(ids)) == 24
         for story in engine.stories("1h", 10):
@@ -183,7 +182,7 @@ async def test_a_story_watch_pushes_each_new_matching_story_once(
                 "query": "fire", "kind": "stories", "window": "2d"})
             assert bad.status_code == 400 and error_of(bad)["param"] == "window"
 
-            loop = StoryLoop(api.services, api.app.state.watches, 60, summaries=0)
+            loop = api.services.live.new_story_loop(60, summaries=0)
             api.llm.enqueue(["Fire at the Grand Hotel [1]."])
             await loop.refresh()
             got = await asyncio.to_thread(Hook.received.get, True, 30)
@@ -214,7 +213,7 @@ async def test_a_story_watch_streams_new_stories_as_server_sent_events(home: Pat
             lines = resp.aiter_lines()
             assert (await anext(lines)).startswith(": watching")
             api.llm.enqueue(["Fire at the Grand Hotel [1]."])
-            await StoryLoop(api.services, api.app.state.watches, 60, summaries=0).refresh()
+            await api.services.live.new_story_loop(60, summaries=0).refresh()
             event = None
             async for line in lines:
                 if line.startswith("event: "):

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service_helpers import POSTS, Api, make_runtime, serve_app
+from townsquare.ingest.supervisor import Supervisor, build_sources
 from townsquare.model import Batch, Post, Upsert
-from townsquare.service.demo import DemoSource
-from townsquare.service.supervisor import Supervisor, build_sources
 from townsquare.sources.base import Source, SourceError
+from townsquare.sources.demo import DemoSource
 from townsquare.sources.jetstream import JetstreamSource
 from townsquare.store.base import SearchFilters
 

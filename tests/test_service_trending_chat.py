@@ -11,7 +11,6 @@ import pytest
 from service_helpers import Api, serve_app
 from townsquare.answer.engine import asks_trending
 from townsquare.model import Post
-from townsquare.service.chat import trend_samples
 from trends_helpers import background
 
 FIRE = "Huge fire at the Grand Hotel downtown, smoke everywhere"
@@ -42,11 +41,11 @@ def _traffic(now: datetime) -> list[Post]:
 async def test_trending_question_gets_the_trends_in_its_context(home: Path) -> None:
     async with serve_app(_traffic(datetime.now(UTC))) as api:
         for _ in range(1000):
-            if api.services.trends is not None:
+            if api.services.live.trends is not None:
                 break
             await asyncio.sleep(0.01)
-        assert api.services.trends is not None
-        labels = [t.label.casefold() for t in api.services.trends.trends("1h", 5)]
+        assert api.services.live.trends is not None
+        labels = [t.label.casefold() for t in api.services.live.trends.trends("1h", 5)]
         assert any(w in " ".join(labels) for w in ("fire", "grand hotel")), labels
         h = Api.auth(api.key("a"))
         resp = await api.client.post("/v1/chat/completions", headers=h, json={
@@ -54,7 +53,7 @@ async def test_trending_question_gets_the_trends_in_its_context(home: Path) -> N
             "messages": [{"role": "user", "content": "What's trending right now?"}]})
         assert resp.status_code == 200, resp.text
         prompt = "\n".join(m.content for m in api.llm.last_messages)
-        samples = trend_samples(api.services)
+        samples = api.services.live.trend_samples()
         assert any(p.text.startswith(FIRE) for p in samples)
         for sample in samples:  # every top trend's sample post is in the model's context
             assert sample.text in prompt

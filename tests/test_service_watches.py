@@ -18,10 +18,10 @@ import httpx
 import uvicorn
 
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app
+from townsquare.ingest.supervisor import Supervisor
 from townsquare.model import Batch, Post, Upsert
 from townsquare.service import watches
 from townsquare.service.app import create_app
-from townsquare.service.supervisor import Supervisor
 from townsquare.service.watches import Watch, tokens
 from townsquare.sources.base import Source
 

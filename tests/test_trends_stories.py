@@ -231,7 +231,7 @@ def test_a_story_never_merges_unrelated_topics() -> None:
 
 
 def test_the_bundled_demo_keeps_the_cup_final_and_the_rail_strike_apart() -> None:
-    from townsquare.service.demo import sample_posts
+    from townsquare.sources.demo import sample_posts
 
     engine = TrendEngine()
     posts = sample_posts()

@@ -36,12 +36,12 @@ from click.testing import CliRunner
 from conftest import ago, write_jsonl
 from townsquare.cli import main
 from townsquare.config import load_settings
+from townsquare.ingest.supervisor import Supervisor
 from townsquare.llm.fake import SCRIPT_ENV
 from townsquare.runtime import Runtime
 from townsquare.service.app import create_app
-from townsquare.service.auth import create_key
-from townsquare.service.supervisor import Supervisor
-from townsquare.service.web import CONTENT_SECURITY_POLICY
+from townsquare.service.gate.auth import create_key
+from townsquare.service.routes.web import CONTENT_SECURITY_POLICY
 from townsquare.sources.jsonl import JsonlSource
 from townsquare.sources.rss import RssSource
 

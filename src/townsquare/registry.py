@@ -14,10 +14,12 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
+from townsquare.errors import RequestError
+
 T = TypeVar("T")
 
 
-class UnknownBackend(KeyError):
+class UnknownBackend(RequestError, KeyError):
     """Raised for a name nobody registered; the message lists what exists."""
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -39,6 +39,10 @@ class Citation:
     text: str
     #: False when the model cited nothing and the posts it was given are listed instead.
     cited: bool = True
+    #: The author's display name and the post's source, from the post the engine had
+    #: (the HTTP API shows them; no second read of the store).
+    author_name: str | None = None
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,11 @@ class Citation:
             "text": self.text,
             "cited": self.cited,
         }
+
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with ``author_name`` and ``source``: the HTTP API's shape."""
+        return {**self.to_dict(), "author_name": self.author_name,
+                "source": self.source or self.id.partition(":")[0]}
 
 
 def marker_numbers(body: str) -> list[int] | None:
@@ -95,4 +104,6 @@ def _citation(n: int, pp: PromptPost, cited: bool) -> Citation:
         created_at=iso(post.created_at),
         text=post.text,
         cited=cited,
+        author_name=post.author_name,
+        source=post.source,
     )

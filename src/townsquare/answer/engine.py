@@ -8,8 +8,9 @@ API
 
 Build one per process (it is stateless between requests and safe to share)::
 
-    engine = AnswerEngine.from_runtime(runtime)      # or AnswerEngine(retriever, llm,
-                                                     #   store, personas, policy, clock=...)
+    engine = runtime.engine                          # built by the composition root
+                                                     # (townsquare.runtime), or AnswerEngine(
+                                                     #   retriever, llm, store, personas, policy)
     answer = await engine.answer(AnswerRequest("what are people saying about the strike?"))
 
     async for event in engine.stream(AnswerRequest(question, conversation_id=cid,
@@ -92,6 +93,7 @@ from townsquare.answer.prompt import build_prompt
 from townsquare.answer.query import QueryPlan, SearchMode, understand
 from townsquare.answer.sanitize import clean_text
 from townsquare.answer.verify import Gate, Verification
+from townsquare.errors import NotFound
 from townsquare.llm.base import LLM, ChatMessage, GenerationOptions, LLMUnavailable, Usage
 from townsquare.model import Post, iso
 from townsquare.retrieval import Retriever, SearchRequest, Sort
@@ -100,7 +102,7 @@ from townsquare.store.base import Conversation, SearchFilters, Store, StoredMess
 from townsquare.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from townsquare.runtime import Runtime
+    pass
 
 DEFAULT_MAX_RESULTS = 8
 SEARCH_ONLY_PREFIX = language.text("search_only", "en")
@@ -110,12 +112,21 @@ GROUNDED_BACKENDS = frozenset({"local"})
 ANSWER_STYLES = ("auto", "grounded", "generative")
 
 
-class ConversationNotFound(LookupError):
+class ConversationNotFound(NotFound, LookupError):
     """No such conversation for this owner (someone else's looks the same: absent)."""
 
+    code = "conversation_not_found"
+    param = "conversation_id"
 
-class UnknownModel(ValueError):
+    def public_message(self) -> str:
+        return "No such conversation for this key"
+
+
+class UnknownModel(NotFound, ValueError):
     """A model override that names no LLM backend."""
+
+    code = "model_not_found"
+    param = "model"
 
 
 @dataclass(slots=True)
@@ -240,19 +251,6 @@ class AnswerEngine:
         self.policy = policy
         self.clock = clock
         self._llms = llms
-
-    @classmethod
-    def from_runtime(cls, runtime: Runtime, **kwargs: Any) -> AnswerEngine:
-        return cls(
-            runtime.retriever,
-            runtime.llm(),
-            runtime.store,
-            Personas.load(runtime.settings.personas_dir),
-            Policy(),
-            llms=runtime.llm,
-            style=runtime.settings.answer_style,
-            **kwargs,
-        )
 
     def llm_for(self, model: str | None) -> LLM:
         """The engine's LLM, or the backend a request names."""

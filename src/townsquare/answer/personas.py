@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from townsquare.answer import language
+from townsquare.errors import NotFound
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 #: Tone text beyond this is cut: personas shape style, they do not get a prompt budget.
@@ -43,8 +44,11 @@ DEFAULT_NO_RESULTS = "I couldn't find any posts about that{window}."
 DEFAULT_DECLINED = "I can't help with that."
 
 
-class UnknownPersona(ValueError):
+class UnknownPersona(NotFound, ValueError):
     """A mode nobody defined; the message lists the ones that exist."""
+
+    code = "model_not_found"
+    param = "model"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from townsquare.errors import DataError
 from townsquare.model import Delete, Engage, Event, Identity, Post, Quarantine, Upsert, iso
 from townsquare.timeutil import parse_time
 
@@ -34,7 +35,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 _MAX_ID = 256
 
 
-class DecodeError(ValueError):
+class DecodeError(DataError, ValueError):
     """A message that is not a townsquare event; the text says why."""
 
 

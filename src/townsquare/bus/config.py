@@ -34,6 +34,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from townsquare.errors import BackendError
 from townsquare.timeutil import parse_duration
 
 DEFAULT_STREAM = "TOWNSQUARE_POSTS"
@@ -43,7 +44,7 @@ ADVISORY_MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 MAX_PAYLOAD = 1024 * 1024
 
 
-class BusError(RuntimeError):
+class BusError(BackendError, RuntimeError):
     """The bus cannot be used as configured (unreachable server, bad URL)."""
 
 

@@ -86,7 +86,7 @@ def open_answer_engine(cli: CliContext) -> tuple[Runtime, AnswerEngine]:
     """A runtime and an answer engine over it (close the runtime when done)."""
     runtime = Runtime(cli.settings)
     try:
-        return runtime, AnswerEngine.from_runtime(runtime)
+        return runtime, runtime.engine
     except LLMError as exc:
         raise click.ClickException(str(exc)) from None
 

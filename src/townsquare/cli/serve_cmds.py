@@ -72,13 +72,8 @@ def serve(
       townsquare serve --source jsonl:/var/spool/posts.jsonl
       townsquare serve --port 9000 --no-ingest
     """
-    from townsquare.service.auth import ensure_web_key
-    from townsquare.service.supervisor import (
-        DEFAULT_SOURCES,
-        SourceSpec,
-        Supervisor,
-        build_sources,
-    )
+    from townsquare.ingest.supervisor import DEFAULT_SOURCES, SourceSpec, build_sources
+    from townsquare.service.gate.auth import ensure_web_key
 
     for key, value in (("host", host), ("port", port), ("llm", llm), ("embedder", embedder)):
         if value is not None:
@@ -107,10 +102,7 @@ def serve(
         make_private(settings.home)  # the database was maybe just created
         # The embedder may take a while to load (or distill, on a first start):
         # the supervisor loads it in the background, after the server listens.
-        supervisor = (
-            Supervisor(runtime.store, lambda: runtime.embedder, named, limits=runtime.limits)
-            if named else None
-        )
+        supervisor = runtime.supervisor(named) if named else None
         from townsquare.service.app import create_app
 
         app = create_app(runtime, supervisor=supervisor)
@@ -151,7 +143,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _run_uvicorn(app: Any, sock: socket.socket, log_level: str, header_timeout_s: float) -> None:
     import uvicorn
 
-    from townsquare.service.header_timeout import protocol_with_header_timeout
+    from townsquare.service.gate.header_timeout import protocol_with_header_timeout
 
     config = uvicorn.Config(
         app,
@@ -189,7 +181,7 @@ def keys_create(
     cli: CliContext, name: str, tier: str | None, admin: bool, as_json: bool
 ) -> None:
     """Create a key and print it once: it cannot be shown again."""
-    from townsquare.service.auth import create_key
+    from townsquare.service.gate.auth import create_key
 
     if admin and tier not in (None, ADMIN_TIER):
         raise click.UsageError("--admin is its own tier: drop --tier")

@@ -11,7 +11,7 @@ import click
 
 from townsquare.cli import CliContext, pass_ctx
 from townsquare.model import iso
-from townsquare.store import open_store
+from townsquare.runtime import Runtime
 from townsquare.timeutil import parse_duration, parse_time, utcnow
 from townsquare.trends import DEFAULT_WINDOWS, Story, TrendEngine
 from townsquare.trends.features import KINDS
@@ -59,17 +59,15 @@ def trends(
         warmup = parse_duration(history)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = cli.settings
+    runtime = Runtime(cli.settings, read_only=True)
     try:
-        store = open_store(settings.store, settings.home, read_only=True)
+        engine = runtime.build_trends(now, history=warmup)
     except Exception as exc:  # a missing or unreadable database
         raise click.ClickException(
             f"cannot open the store ({exc}); ingest some posts first (`townsquare ingest`)"
         ) from exc
-    try:
-        engine = TrendEngine.from_store(store, now, history=warmup)
     finally:
-        store.close()
+        runtime.close()
     found = engine.trends(window, limit, kinds=kinds or None)
     with_stories = with_stories or summarize
     if summarize:
@@ -80,14 +78,14 @@ def trends(
         out: dict[str, Any] = {
             "window": window,
             "at": iso(now),
-            "posts": engine.detector.totals(window)[1],
+            "posts": engine.post_count(window),
             "trends": [t.to_dict() for t in found],
         }
         if with_stories:
             out["stories"] = [engine.story_dict(s) for s in stories]
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
-    posts = engine.detector.totals(window)[1]
+    posts = engine.post_count(window)
     click.echo(f"trending in the {window} before {_hm(now, full=True)} ({posts:,} posts)")
     if not found:
         click.echo("nothing is trending", err=True)
@@ -126,18 +124,22 @@ def _summarized(
     """The window's stories, each summarized in ``mode`` as of ``now`` (``--at``)."""
     from townsquare.answer.personas import UnknownPersona
     from townsquare.answer.summaries import StorySummarizer
-    from townsquare.cli.answer_cmds import open_answer_engine
+    from townsquare.llm import LLMError
 
-    runtime, answers = open_answer_engine(cli)
+    runtime = Runtime(cli.settings)
     try:
+        try:
+            # "3 hours ago" as of --at, not as of today.
+            answers = runtime.new_engine(clock=lambda: now)
+        except LLMError as exc:
+            raise click.ClickException(str(exc)) from None
         try:
             answers.personas.get(mode)
         except UnknownPersona as exc:
             raise click.BadParameter(str(exc), param_hint="--mode") from None
-        answers.clock = lambda: now  # "3 hours ago" as of --at, not as of today
         summarizer = StorySummarizer(answers)
         stories = engine.stories(window, limit=limit)
-        asyncio.run(engine.stories_builder.asummarize(stories, summarizer, mode.lower()))
+        asyncio.run(engine.asummarize(stories, summarizer, mode.lower()))
         if stories and summarizer.calls == 0:
             click.echo("warning: the LLM wrote no summaries (see the log)", err=True)
         return stories

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from townsquare.answer import AnswerEngine, AnswerRequest, Delta, Final, Personas, Policy
+from townsquare.answer import AnswerEngine, AnswerRequest, Delta, Final
 from townsquare.config import Settings
 from townsquare.eval.score import AnswerScore, score_answer
 from townsquare.eval.sets import QuestionSet
@@ -105,11 +105,7 @@ async def _run(
                             await asyncio.to_thread(load)
                     progress(f"{qset.name}: ingesting {len(qset.records):,} posts")
                     await asyncio.to_thread(ingest, runtime, qset)
-                    engine = AnswerEngine(
-                        runtime.retriever, llm, runtime.store,
-                        Personas.load(settings.personas_dir), Policy(),
-                        style=settings.answer_style,
-                    )
+                    engine = runtime.new_engine(llm=llm)
                     await _ask_all(engine, qset, mode, max_results, run, progress)
                 finally:
                     runtime.close()

@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from townsquare.errors import DataError
 from townsquare.eval.score import Expectation
 from townsquare.eval.text import fold, words
 from townsquare.timeutil import parse_time
@@ -39,7 +40,7 @@ BUILTIN_SETS = ("breaking",)
 DEFAULT_TWEETS = Path("../shared/data/tweets/Tweets.csv")
 
 
-class SetError(ValueError):
+class SetError(DataError, ValueError):
     """A question set that cannot be used (the message says which field)."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from townsquare.errors import BackendError
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -40,8 +42,10 @@ class GenerationOptions:
     seed: int | None = None
 
 
-class LLMError(Exception):
+class LLMError(BackendError):
     """The backend failed (after its own retries)."""
+
+    prefix = "The answer backend failed: "
 
 
 class LLMUnavailable(LLMError):
@@ -50,9 +54,16 @@ class LLMUnavailable(LLMError):
     ``retry_after`` (seconds) is passed on to HTTP clients as ``Retry-After``.
     """
 
+    status = 503
+    code = "service_unavailable"
+    prefix = "The answer backend is unavailable: "
+
     def __init__(self, message: str, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
 class Generation(ABC):
@@ -87,3 +98,35 @@ class LLM(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, model memory)."""
+
+
+class WrappedLLM(LLM):
+    """An LLM in front of another (a limit, a meter): its identity is read through.
+
+    ``name``, ``model_id`` and ``context_tokens`` are the inner backend's at
+    every read, not copies: the OpenAI backend learns its real model name
+    from the server on first use, and answers must say that name, not the
+    ``default`` it started with.
+    """
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def model_id(self) -> str:  # type: ignore[override]
+        return self.inner.model_id
+
+    @property
+    def context_tokens(self) -> int:  # type: ignore[override]
+        return self.inner.context_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+

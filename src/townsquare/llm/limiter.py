@@ -15,7 +15,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from townsquare.llm.base import LLM, ChatMessage, Generation, GenerationOptions, LLMUnavailable
+from townsquare.llm.base import (
+    LLM,
+    ChatMessage,
+    Generation,
+    GenerationOptions,
+    LLMUnavailable,
+    WrappedLLM,
+)
 
 
 class _LimitedGeneration(Generation):
@@ -34,14 +41,11 @@ class _LimitedGeneration(Generation):
             self._limiter.release()
 
 
-class ConcurrencyLimitedLLM(LLM):
-    """Wraps ``inner``; same name, model and context, bounded concurrency."""
+class ConcurrencyLimitedLLM(WrappedLLM):
+    """Wraps ``inner``; same name, model and context (read through), bounded concurrency."""
 
     def __init__(self, inner: LLM, max_concurrent: int, queue_timeout_s: float = 2.0) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.model_id = inner.model_id
-        self.context_tokens = inner.context_tokens
+        super().__init__(inner)
         self.max_concurrent = max(1, max_concurrent)
         self.queue_timeout_s = queue_timeout_s
         self._sem = asyncio.Semaphore(self.max_concurrent)
@@ -67,9 +71,3 @@ class ConcurrencyLimitedLLM(LLM):
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
     ) -> Generation:
         return _LimitedGeneration(self, self.inner.generate(messages, options))
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

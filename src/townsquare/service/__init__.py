@@ -1,4 +1,8 @@
-"""The HTTP service (OpenAI-compatible API, search, live status, web page); see ``app``."""
+"""The HTTP service (OpenAI-compatible API, search, live status, web page); see ``app``.
+
+HTTP only: ``routes/``, the request ``gate/``, ``wire/`` formats and ``errors``.
+The system it serves is built by the composition root (:mod:`townsquare.runtime`).
+"""
 
 from __future__ import annotations
 

@@ -1,22 +1,28 @@
-"""What route handlers share: the :class:`Services` bundle and the caller's identity."""
+"""What route handlers share: the :class:`Services` bundle and the caller's identity.
+
+:class:`Services` holds the request gate's parts (built by ``create_app``)
+and the running system (:class:`townsquare.runtime.Live`, built by the
+composition root); routes read both, and assign neither.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 
-from townsquare.runtime import Runtime
-from townsquare.service.auth import Authenticator, Principal
 from townsquare.service.errors import ApiError
-from townsquare.service.ledger import UsageLedger
-from townsquare.service.limits import Limiter, MonthlyQuota
-from townsquare.service.metrics import CachedStats, Metrics
-from townsquare.service.search_cache import SearchCache
-from townsquare.service.supervisor import Supervisor
+from townsquare.service.gate.auth import Authenticator, Principal
+from townsquare.service.gate.ledger import UsageLedger
+from townsquare.service.gate.limits import Limiter, MonthlyQuota
+from townsquare.service.gate.metrics import CachedStats, Metrics
+from townsquare.service.gate.search_cache import SearchCache
+
+if TYPE_CHECKING:
+    from townsquare.runtime import Live, Runtime
 
 #: The bearer scheme as /openapi.json declares it (the gate middleware does the checking).
 SECURITY_SCHEME = {
@@ -26,11 +32,14 @@ SECURITY_SCHEME = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """Everything a request may need, built once by ``create_app``."""
+    """Everything a request may need, built once by ``create_app`` (frozen: nothing is
+    attached to it later)."""
 
     runtime: Runtime
+    #: The running system: answer engine, trends, feed, watches, supervisor.
+    live: Live
     auth: Authenticator
     limiter: Limiter
     quota: MonthlyQuota
@@ -38,17 +47,6 @@ class Services:
     metrics: Metrics
     stats: CachedStats
     search_cache: SearchCache
-    supervisor: Supervisor | None = None
-    #: The answer engine (``townsquare.answer.engine.AnswerEngine``), built on first chat.
-    engine: Any = None
-    #: The trend engine, when ``townsquare.trends`` is available.
-    trends: Any = None
-    #: The story summarizer (``townsquare.answer.summaries.StorySummarizer``), built on first use.
-    story_summarizer: Any = None
-    #: The story loop (``townsquare.service.story_loop.StoryLoop``) once it runs.
-    story_loop: Any = None
-    #: Every committed post, any writer (``townsquare.service.feed.PostFeed``).
-    feed: Any = None
     started: float = field(default_factory=time.time)
 
     def meter(self, who: Principal, model: str, prompt: int, completion: int, route: str) -> None:

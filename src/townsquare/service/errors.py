@@ -1,7 +1,12 @@
 """One error shape for every failure: OpenAI's ``{"error": {message, type, param, code}}``.
 
 Stock OpenAI clients parse this body to build their exceptions, so every
-path that can fail answers in it: our own :class:`ApiError`, FastAPI's
+path that can fail answers in it. This module is the one place errors
+become HTTP: every :class:`townsquare.errors.TownsquareError` (the tree is
+drawn in that module) carries its status, type, code, param and headers,
+and :func:`install_error_handlers` answers with them; :class:`ApiError` is
+the member of that tree that routes raise with a status of their own. Also
+handled here: FastAPI's
 validation errors (400, not FastAPI's usual 422), Starlette's 404 and 405
 for unknown routes and methods, the body-size guard (413), the gate (401,
 403, 429), the answer backend failing (502: it answered wrongly, or not in
@@ -22,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from townsquare.llm import LLMUnavailable
+from townsquare.errors import TownsquareError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,8 @@ _DEFAULTS: dict[int, tuple[str, str]] = {
 }
 
 
-class ApiError(Exception):
-    """An error the API reports to its caller, with the status and headers it needs."""
+class ApiError(TownsquareError):
+    """An error a route reports to its caller, with the status and headers it needs."""
 
     def __init__(
         self,
@@ -57,16 +62,29 @@ class ApiError(Exception):
         default_type, default_code = _DEFAULTS.get(status, ("invalid_request_error", "error"))
         self.status = status
         self.message = message
-        self.type = type or default_type
+        self.error_type = type or default_type
         self.code = code or default_code
         self.param = param
-        self.headers = dict(headers or {})
+        self._headers = dict(headers or {})
+
+    @property
+    def type(self) -> str:
+        return self.error_type
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.code, self.param)
+        return error_body(self.message, self.error_type, self.code, self.param)
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return error_response(self)
+
+
+def error_response(exc: TownsquareError) -> JSONResponse:
+    """The HTTP response for any of townsquare's errors."""
+    body = error_body(exc.public_message(), exc.error_type, exc.code, exc.param)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
 
 def error_body(
@@ -75,9 +93,9 @@ def error_body(
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-async def send_error(send: Send, error: ApiError) -> None:
+async def send_error(send: Send, error: TownsquareError) -> None:
     """Answer from a pure ASGI middleware (no request object there)."""
-    response = error.response()
+    response = error_response(error)
     await send(
         {"type": "http.response.start", "status": response.status_code,
          "headers": response.raw_headers}
@@ -103,9 +121,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure the app can raise through the one shape."""
 
-    async def api_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return exc.response()
+    async def townsquare_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TownsquareError)
+        if exc.status >= 500 and not isinstance(exc, ApiError):
+            log.warning("%s: %s", type(exc).__name__, exc)
+        return error_response(exc)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -122,20 +142,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message, param = _validation_message(exc)
         return ApiError(400, message, code="invalid_value", param=param).response()
 
-    async def llm_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, LLMUnavailable)
-        retry = max(1, round(exc.retry_after))
-        return ApiError(
-            503, f"The answer backend is unavailable: {exc}",
-            headers={"Retry-After": str(retry)},
-        ).response()
-
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return ApiError(500, "The server had an error while processing your request").response()
 
-    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(TownsquareError, townsquare_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(LLMUnavailable, llm_unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -4,9 +4,9 @@ A watch is a query plus filters saved by one API key (only that key lists,
 reads or deletes it; any other key gets 404). It is one of two kinds:
 
 - ``posts`` (the default): every batch committed to the store, by this
-  server's sources or by another process (:mod:`townsquare.service.feed`), is
+  server's sources or by another process (:mod:`townsquare.ingest.feed`), is
   matched against the watches, new posts only;
-- ``stories``: each story refresh (:mod:`townsquare.service.story_loop`)
+- ``stories``: each story refresh (:mod:`townsquare.trends.story_loop`)
   matches the window's stories, and a story the watch has not reported yet
   (by id, which survives refreshes) is pushed once it has ``min_posts`` posts.
 
@@ -58,9 +58,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from townsquare.model import Post
-from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal
 from townsquare.service.errors import ApiError
+from townsquare.service.gate.auth import Principal
 from townsquare.service.webhook_guard import DestinationGuard, DestinationRefused
 from townsquare.service.webhooks import WebhookDispatcher, new_secret
 from townsquare.trends.windows import DEFAULT_WINDOWS

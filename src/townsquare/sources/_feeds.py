@@ -24,6 +24,7 @@ from xml.sax import SAXException
 
 import feedparser
 
+from townsquare.errors import DataError
 from townsquare.model import Post
 from townsquare.sources._text import html_to_text, normalize_space, primary_lang
 from townsquare.timeutil import parse_time, utcnow
@@ -32,7 +33,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _EMAIL_NAME = re.compile(r"^\s*[^\s@()]+@[^\s@()]+\s*\((.+)\)\s*$")
 
 
-class FeedError(ValueError):
+class FeedError(DataError, ValueError):
     """The document is not a feed at all (or is too broken to yield anything)."""
 
 

@@ -16,10 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import ClassVar
 
+from townsquare.errors import ConfigError
 from townsquare.model import Batch
 
 
-class SourceError(Exception):
+class SourceError(ConfigError):
     """A source cannot start at all (bad path, bad URL): a user error, not a blip."""
 
 

@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from townsquare import __version__
+from townsquare.errors import BackendError
 from townsquare.model import Batch, Event, Upsert, quarantine
 from townsquare.sources import SOURCES
 from townsquare.sources._mastodon_parse import SOURCE, MastodonParser
@@ -65,7 +66,7 @@ class MastodonOptions(NetOptions):
     read_timeout: float = 90.0
 
 
-class UpstreamError(Exception):
+class UpstreamError(BackendError):
     """The server answered, but not with a stream (HTTP 401, 404, 503…)."""
 
 

@@ -145,6 +145,25 @@ class TrendEngine:
         stories = await asyncio.to_thread(self.stories, window, limit)
         return await self.stories_builder.asummarize(stories, summarizer, mode, max_summaries)
 
+    async def asummarize(
+        self,
+        stories: list[Story],
+        summarizer: AsyncSummarizer,
+        mode: str = "regular",
+        max_summaries: int | None = None,
+    ) -> list[Story]:
+        """Summarize stories already built (cached per story, mode and size)."""
+        return await self.stories_builder.asummarize(stories, summarizer, mode, max_summaries)
+
+    def post_count(self, window: str) -> int:
+        """Posts counted in ``window`` (what its trends are out of)."""
+        with self._lock:
+            return int(self.detector.totals(window)[1])
+
+    def window_names(self) -> list[str]:
+        """The windows this engine keeps (``5m``, ``1h``, ``24h`` by default)."""
+        return list(self.detector.window_names())
+
     def post(self, post_id: str) -> Post | None:
         """A recent post by id (to hydrate trend samples and story citations)."""
         with self._lock:

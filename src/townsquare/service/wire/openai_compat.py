@@ -3,7 +3,7 @@
 No parameter is silently ignored: every field a request may carry is either
 implemented or refused with a 400 that names it. Unknown fields are refused
 (``extra="forbid"`` everywhere); OpenAI parameters we do not implement are
-declared with :func:`~townsquare.service.fields.neutral`, which accepts only
+declared with :func:`~townsquare.service.wire.fields.neutral`, which accepts only
 the value that changes nothing (``presence_penalty: 0``, ``logprobs: false``,
 as SDKs and frameworks often send) and refuses any other, naming the field.
 
@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from townsquare.service.fields import Text, neutral
+from townsquare.service.wire.fields import Text, neutral
 from townsquare.store.base import SearchFilters, normalize_domain
 from townsquare.timeutil import parse_since
 

@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from townsquare.model import iso
 from townsquare.retrieval import SearchRequest, Sort
 from townsquare.retrieval.threads import find_post, gather
-from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.fields import Text
-from townsquare.service.limits import month_start, tier_summary
+from townsquare.service.gate.auth import Principal
+from townsquare.service.gate.limits import month_start, tier_summary
+from townsquare.service.wire.fields import Text
 from townsquare.store.base import SearchFilters, normalize_domain
 from townsquare.store.people import search_authors
 from townsquare.timeutil import parse_since
@@ -259,7 +259,8 @@ async def live(
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     stats = await asyncio.to_thread(services.stats.get)
-    statuses = services.supervisor.statuses() if services.supervisor is not None else []
+    supervisor = services.live.supervisor
+    statuses = supervisor.statuses() if supervisor is not None else []
     sources = [s.public() if who.admin else redact_source(s.public()) for s in statuses]
     return {
         "sources": sources,

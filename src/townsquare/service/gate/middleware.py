@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from townsquare.service.auth import Authenticator, AuthError
 from townsquare.service.errors import ApiError, send_error
-from townsquare.service.limits import MonthlyQuota, Refusal
+from townsquare.service.gate.auth import Authenticator, AuthError
+from townsquare.service.gate.limits import MonthlyQuota, Refusal
 
 if TYPE_CHECKING:
-    from townsquare.service.limits import Limiter
-    from townsquare.service.metrics import Metrics
+    from townsquare.service.gate.limits import Limiter
+    from townsquare.service.gate.metrics import Metrics
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/", "/favicon.ico", "/robots.txt"})
 PUBLIC_PREFIXES = ("/static/",)
@@ -160,8 +160,7 @@ class GateMiddleware:
         try:
             who = self.auth.authenticate(_header(scope, b"authorization"))
         except AuthError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-            await send_error(send, ApiError(exc.status, str(exc), code=exc.code, headers=headers))
+            await send_error(send, exc)
             return
         scope.setdefault("state", {})["principal"] = who
         if scope["path"] in UNMETERED_PATHS:

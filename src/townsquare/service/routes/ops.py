@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 
 from townsquare import __version__
-from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.metrics import CONTENT_TYPE
+from townsquare.service.gate.auth import Principal
+from townsquare.service.gate.metrics import CONTENT_TYPE
 
 router = APIRouter()
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from townsquare.config import ADMIN_TIER, Tier
+from townsquare.errors import RequestError
 from townsquare.store.base import ApiKeyRecord, Store
 
 KEY_RE = re.compile(r"^ts-([0-9a-f]{8})-([A-Za-z0-9_\-]{20,200})$")
@@ -61,13 +62,18 @@ class NewKey:
     key_hash: str
 
 
-class AuthError(Exception):
+class AuthError(RequestError):
     """Why a request was refused: ``status`` 401 (who are you?) or 403 (not allowed)."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        if status == 403:
+            self.error_type = "permission_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
 
 
 def hash_key(plaintext: str) -> str:

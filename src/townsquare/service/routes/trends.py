@@ -1,16 +1,17 @@
 """``GET /v1/trends`` and ``GET /v1/stories``, over :class:`townsquare.trends.TrendEngine`.
 
-The engine is derived state: at startup it is rebuilt from the store's
-recent posts in a worker thread (the API serves meanwhile; these two routes
-answer 503 with ``Retry-After`` until it is ready), then fed every committed
-post (and told of every delete) through the live feed (:mod:`townsquare.service.feed`).
+The engine is derived state, owned by :class:`townsquare.runtime.Live`: at
+startup it is rebuilt from the store's recent posts in a worker thread (the
+API serves meanwhile; these two routes answer 503 with ``Retry-After`` until
+it is ready), then fed every committed post (and told of every delete)
+through the live feed (:mod:`townsquare.ingest.feed`).
 
 Story summaries are written by the answer engine's LLM
 (:class:`townsquare.answer.summaries.StorySummarizer`) in the persona the
 request's ``mode`` names, and cached per story, mode and size (see
 :mod:`townsquare.trends.stories`). A request writes at most ``summaries`` new
 ones and returns the rest with ``summary: null``; the story loop
-(:mod:`townsquare.service.story_loop`) keeps the top stories of the last hour
+(:mod:`townsquare.trends.story_loop`) keeps the top stories of the last hour
 summarized in ``regular`` mode ahead of requests. Summaries are not metered
 to the calling key: they are shared by every caller.
 """
@@ -24,63 +25,25 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from townsquare.answer.personas import UnknownPersona
-from townsquare.answer.summaries import StorySummarizer
-from townsquare.model import Post, iso
-from townsquare.service.auth import Principal
+from townsquare.model import iso
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.timeutil import utcnow
+from townsquare.service.gate.auth import Principal
 from townsquare.trends import TrendEngine
-from townsquare.trends.detector import TrendDetector
 
 router = APIRouter(prefix="/v1")
 
 
-async def attach(services: Services) -> TrendEngine:
-    """Build the engine from the store, then hear every post the supervisor commits."""
-    store = services.runtime.store
-    # The server's windows end at the wall clock, not at the newest post: when
-    # a stream goes quiet (its network is down), the last hour empties instead
-    # of showing an old hour as current.
-    engine = await asyncio.to_thread(
-        TrendEngine.from_store, store, datetime.now(UTC), detector=TrendDetector(clock=utcnow)
-    )
-
-    def listener(posts: list[Post], deleted: list[str]) -> None:
-        engine.add_many(posts)
-        if deleted:
-            engine.forget(deleted)
-
-    # Through the live feed: posts another process's ingest commits count too (the
-    # engine counts a post once, so those it just loaded from the store are not doubled).
-    if services.feed is not None:
-        services.feed.add_listener(listener)
-    elif services.supervisor is not None:
-        services.supervisor.add_listener(listener)
-    services.trends = engine
-    return engine
-
-
 def _engine(services: Services, window: str) -> TrendEngine:
-    engine: TrendEngine | None = services.trends
+    engine = services.live.trends
     if engine is None:
         raise ApiError(503, "Trends are warming up from the stored posts; try again shortly",
                        headers={"Retry-After": "5"})
-    names = engine.detector.window_names()
+    names = engine.window_names()
     if window not in names:
         raise ApiError(400, f"window must be one of {', '.join(names)}", code="invalid_value",
                        param="window")
     return engine
-
-
-async def summarizer_of(services: Services) -> StorySummarizer:
-    """The shared story summarizer, over the (lazily built) answer engine."""
-    from townsquare.service.chat import engine_of
-
-    summarizer: StorySummarizer | None = services.story_summarizer
-    if summarizer is None:
-        summarizer = services.story_summarizer = StorySummarizer(await engine_of(services))
-    return summarizer
 
 
 @router.get("/trends", summary="What is bursting now (hashtags, terms, phrases, entities)")
@@ -113,7 +76,7 @@ async def stories(
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     engine = _engine(services, window)
-    summarizer = await summarizer_of(services)
+    summarizer = await services.live.summarizer()
     try:
         summarizer.engine.personas.get(mode)
     except UnknownPersona as exc:

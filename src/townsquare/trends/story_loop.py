@@ -1,6 +1,7 @@
 """The story loop: every ``story_refresh_s``, refresh stories, summarize, notify watches.
 
-One background task of ``serve`` (started once the trend engine is warm):
+One background task of ``serve`` (started by :class:`townsquare.runtime.Live` once
+the trend engine is warm):
 
 1. builds the stories of the last hour, and of every window a ``stories``
    watch looks at;
@@ -19,20 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from townsquare.service import trend_routes
-from townsquare.service.deps import Services
-
-if TYPE_CHECKING:
-    from townsquare.service.watches import WatchHub
-    from townsquare.trends import Story, TrendEngine
+from townsquare.trends.engine import TrendEngine
+from townsquare.trends.stories import AsyncSummarizer, Story
 
 log = logging.getLogger(__name__)
 
 #: Stories built per window and refresh (what story watches can see).
 STORIES_PER_WINDOW = 20
 SUMMARY_WINDOW = "1h"
+
+
+class StoryWatchers(Protocol):
+    """What the loop tells of new stories: the standing queries of kind ``stories``."""
+
+    def story_windows(self) -> set[str]: ...
+
+    def new_stories(self, window: str, stories: list[Story],
+                    text_of: Callable[[Story], str]) -> list[tuple[Any, Story]]: ...
+
+    def push_stories(self, found: list[tuple[Any, dict[str, Any]]]) -> None: ...
 
 
 def story_text(engine: TrendEngine, story: Story, posts: int = 5) -> str:
@@ -46,10 +55,18 @@ def story_text(engine: TrendEngine, story: Story, posts: int = 5) -> str:
 
 
 class StoryLoop:
-    def __init__(self, services: Services, hub: WatchHub | None, every_s: float,
-                 summaries: int) -> None:
-        self.services = services
-        self.hub = hub
+    """Refreshes ``engine``'s stories every ``every_s``; summarizes; tells ``watchers``.
+
+    ``summarizer`` is awaited for the summarizer on first need (building it
+    may load an LLM).
+    """
+
+    def __init__(self, engine: TrendEngine,
+                 summarizer: Callable[[], Awaitable[AsyncSummarizer]],
+                 watchers: StoryWatchers | None, every_s: float, summaries: int) -> None:
+        self.engine = engine
+        self.summarizer = summarizer
+        self.hub = watchers
         self.every_s = every_s
         self.summaries = summaries
         self.refreshes = 0
@@ -65,17 +82,13 @@ class StoryLoop:
             await asyncio.sleep(self.every_s)
 
     async def refresh(self) -> None:
-        engine: TrendEngine | None = self.services.trends
-        if engine is None:
-            return
+        engine = self.engine
         windows = {SUMMARY_WINDOW} | (self.hub.story_windows() if self.hub else set())
         for window in sorted(windows):
             stories = await asyncio.to_thread(engine.stories, window, STORIES_PER_WINDOW)
             if window == SUMMARY_WINDOW and self.summaries > 0:
                 top = stories[: self.summaries]
-                await engine.stories_builder.asummarize(
-                    top, await trend_routes.summarizer_of(self.services), "regular"
-                )
+                await engine.asummarize(top, await self.summarizer(), "regular")
             if self.hub is not None:
                 await self._notify(engine, window, stories)
         self.refreshes += 1
@@ -87,9 +100,7 @@ class StoryLoop:
             return
         fresh = list({s.id: s for _, s in found}.values())
         try:
-            await engine.stories_builder.asummarize(
-                fresh, await trend_routes.summarizer_of(self.services), "regular"
-            )
+            await engine.asummarize(fresh, await self.summarizer(), "regular")
         except Exception:  # pushed without summaries rather than not at all
             log.warning("could not summarize new stories for watches", exc_info=True)
         payloads = {s.id: engine.story_dict(s) for s in fresh}

@@ -3,12 +3,13 @@
 A completion's tokens used to be known only when the answer engine handed
 over its final answer; a client that hung up after the first token was
 billed nothing for the prompt the model had read and one token for what it
-had written. So the service's answer engine talks to its LLMs through
+had written. So the answer engine the composition root builds
+(:meth:`townsquare.runtime.Runtime.new_engine`) talks to its LLMs through
 :class:`MeteredLLM`: each generation it starts counts the prompt when the
 model starts on it and each piece of text as the model writes it, into the
 :class:`RequestMeter` of the request that asked (found through a context
 variable set by the chat route; generations started outside a request, the
-story summaries, are not metered). The route bills the meter's figures
+story summaries and the CLI, are not metered). The route bills the meter's figures
 when a request ends without an answer (disconnect, error), and the
 backend's own usage when it ends with one.
 """
@@ -25,6 +26,7 @@ from townsquare.llm.base import (
     Generation,
     GenerationOptions,
     LLMUnavailable,
+    WrappedLLM,
 )
 
 
@@ -76,14 +78,8 @@ class _MeteredGeneration(Generation):
                 meter.completion_tokens += max(0, self.usage.completion_tokens - pieces)
 
 
-class MeteredLLM(LLM):
+class MeteredLLM(WrappedLLM):
     """``inner`` with every generation counted into the calling request's meter."""
-
-    def __init__(self, inner: LLM) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.model_id = inner.model_id
-        self.context_tokens = inner.context_tokens
 
     def generate(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
@@ -91,9 +87,3 @@ class MeteredLLM(LLM):
         # Read here, in the request's context: the generation may be iterated elsewhere.
         return _MeteredGeneration(self, self.inner.generate(messages, options), messages,
                                   current_meter.get())
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

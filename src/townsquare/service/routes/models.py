@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from townsquare.answer import Personas
-from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.openai_compat import model_object
+from townsquare.service.gate.auth import Principal
+from townsquare.service.wire.openai_compat import model_object
 
 router = APIRouter(prefix="/v1")
 

@@ -101,7 +101,7 @@ def build_sources(specs: Iterable[SourceSpec]) -> list[tuple[str, Source]]:
         seen.add(name)
         kind = name.partition(":")[0]
         if kind == "demo":
-            import townsquare.service.demo  # noqa: F401 - registers the demo source
+            import townsquare.sources.demo  # noqa: F401 - registers the demo source
         if kind == "mastodon" and "token" not in options:
             token = os.environ.get("TOWNSQUARE_MASTODON_TOKEN")
             if token:

@@ -5,12 +5,13 @@ The route translates between OpenAI's wire format and
 retrieval, prompt, generation, citations, conversations).
 
 - ``model`` names a persona and optionally an LLM backend (see
-  :mod:`townsquare.service.models`): ``townsquare``, ``townsquare-fun``,
+  :mod:`townsquare.service.routes.models`): ``townsquare``, ``townsquare-fun``,
   ``townsquare-fun:openai``.
 - The question is the last ``user`` message. With ``conversation_id`` the
   stored conversation is the history (the other messages are ignored);
-  without it, earlier ``user``/``assistant`` messages seed a new
-  conversation, so stateless OpenAI clients get follow-ups right. System
+  without it, earlier ``user``/``assistant`` messages are the history, so
+  stateless OpenAI clients get follow-ups right: they seed a new stored
+  conversation, or with ``"store": false`` go to the engine as they are. System
   messages are ignored: the persona and the engine's rules make the system
   prompt, and a caller cannot replace them.
 - Every answer is kept as a conversation of the calling key (its id comes
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,34 +32,24 @@ import anyio
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from townsquare.answer import (
-    Answer,
-    AnswerEngine,
-    AnswerRequest,
-    ConversationNotFound,
-    Delta,
-    Final,
-    UnknownModel,
-    UnknownPersona,
-)
+from townsquare.answer import Answer, AnswerEngine, AnswerRequest, Delta, Final
 from townsquare.answer.engine import AnswerEvent
-from townsquare.answer.personas import Personas
-from townsquare.answer.policy import Policy
 from townsquare.answer.verify import Verification
-from townsquare.llm import LLMError, LLMUnavailable
-from townsquare.model import Post, iso
-from townsquare.service.auth import Principal
+from townsquare.errors import NotFound, TownsquareError
+from townsquare.llm import ChatMessage, LLMError
+from townsquare.llm.metering import RequestMeter, current_meter
+from townsquare.model import iso
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.metering import MeteredLLM, RequestMeter, current_meter
-from townsquare.service.models import (
+from townsquare.service.gate.auth import Principal
+from townsquare.service.routes.models import (
     allowed_backend,
     model_id,
     model_not_found,
     parse_model,
     personas_in,
 )
-from townsquare.service.openai_compat import (
+from townsquare.service.wire.openai_compat import (
     DONE,
     ChatCompletionRequest,
     ChunkWriter,
@@ -74,58 +64,11 @@ from townsquare.service.openai_compat import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
-_engine_lock = threading.Lock()
 #: Tokens of context a prompt needs besides the completion (rules, question, a few posts).
 MIN_PROMPT_TOKENS = 512
 
 
 # --- chat completions --------------------------------------------------------------
-
-
-def _build_engine(services: Services) -> AnswerEngine:
-    with _engine_lock:
-        if services.engine is None:
-            # AnswerEngine.from_runtime's parts, with every LLM metered per request.
-            runtime = services.runtime
-            services.engine = AnswerEngine(
-                runtime.retriever,
-                MeteredLLM(runtime.llm()),
-                runtime.store,
-                Personas.load(runtime.settings.personas_dir),
-                Policy(),
-                llms=lambda name: MeteredLLM(runtime.llm(name)),
-            )
-    engine: AnswerEngine = services.engine
-    return engine
-
-
-async def engine_of(services: Services) -> AnswerEngine:
-    """The answer engine, built once (building may load an LLM: off the loop)."""
-    if services.engine is not None:
-        engine: AnswerEngine = services.engine
-    else:
-        engine = await asyncio.to_thread(_build_engine, services)
-    if getattr(engine, "trending", False) is None:  # a test's stand-in may have none
-        engine.trending = lambda: trend_samples(services)
-    return engine
-
-
-def trend_samples(services: Services, limit: int = 5) -> list[Post]:
-    """One sample post of each of the top trends of the last hour (none while warming up).
-
-    Read back from the store (blocking: call it in a thread), so a post deleted
-    since the trend engine counted it is never cited.
-    """
-    trends = services.trends
-    if trends is None:
-        return []
-    out = []
-    for trend in trends.trends("1h", limit):
-        for pid in trend.sample_ids[:1]:
-            post = services.runtime.store.get_post(pid)
-            if post is not None:
-                out.append(post)
-    return out
 
 
 def _question_and_history(
@@ -166,10 +109,15 @@ async def _answer_request(
         raise ApiError(400, str(exc), code="invalid_value", param=param) from None
     persist = body.store is not False
     conversation_id = body.conversation_id
-    if conversation_id is None and history and persist:
-        conversation_id = await asyncio.to_thread(
-            _seed_conversation, services, who.owner, persona, history
-        )
+    given: list[ChatMessage] = []
+    if conversation_id is None and history:
+        if persist:  # kept as a conversation of this key, follow-ups included
+            conversation_id = await asyncio.to_thread(
+                _seed_conversation, services, who.owner, persona, history
+            )
+        else:  # nothing stored: the engine reads the turns as they were sent
+            given = [ChatMessage("user" if role == "user" else "assistant", content)
+                     for role, content in history[-40:]]
     request = AnswerRequest(
         question=question,
         conversation_id=conversation_id,
@@ -178,6 +126,7 @@ async def _answer_request(
         search=body.search_mode(),
         model=backend,
         persist=persist,
+        history=given,
         top_p=body.top_p,
         stop=body.stops(),
         seed=body.seed,
@@ -229,35 +178,20 @@ def _seed_conversation(
     return conv.id
 
 
-def _request_error(exc: Exception, model: str) -> ApiError:
-    if isinstance(exc, ConversationNotFound):
-        return ApiError(404, "No such conversation for this key", code="conversation_not_found",
-                        param="conversation_id")
-    if isinstance(exc, UnknownPersona | UnknownModel):
+def _request_error(exc: Exception, model: str) -> Exception:
+    """What an engine error becomes over HTTP (the error handlers do the rest).
+
+    Errors of townsquare's tree carry their own status; a model that does not
+    exist is reported in the request's own words; any other ``ValueError`` is
+    a message the engine could not take.
+    """
+    if isinstance(exc, NotFound) and exc.code == "model_not_found":
         return model_not_found(model, str(exc))
-    if isinstance(exc, LLMUnavailable):
-        retry = exc.retry_after
-        return ApiError(503, f"The answer backend is unavailable: {exc}",
-                        headers={"Retry-After": str(max(1, round(retry)))})
-    if isinstance(exc, LLMError):  # the upstream answered, wrongly: a bad gateway
-        return ApiError(502, f"The answer backend failed: {exc}", type="server_error",
-                        code="upstream_error")
+    if isinstance(exc, TownsquareError):
+        return exc
     if isinstance(exc, ValueError):
         return ApiError(400, str(exc), code="invalid_value", param="messages")
-    raise exc
-
-
-def _citations(services: Services, answer: Answer) -> list[dict[str, Any]]:
-    """The contract's citation shape: the engine's, plus author_name and source."""
-    out = []
-    for c in answer.citations:
-        item = c.to_dict()
-        if "author_name" not in item or "source" not in item:
-            post = services.runtime.store.get_post(c.id)
-            item.setdefault("author_name", post.author_name if post else None)
-            item.setdefault("source", post.source if post else c.id.partition(":")[0])
-        out.append(item)
-    return out
+    return exc
 
 
 def search_results(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -277,11 +211,10 @@ def search_results(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-async def _extras(
-    services: Services, answer: Answer, body: ChatCompletionRequest
-) -> dict[str, Any]:
+def _extras(answer: Answer, body: ChatCompletionRequest) -> dict[str, Any]:
     return_citations = body.wants_citations()
-    citations = await asyncio.to_thread(_citations, services, answer) if return_citations else []
+    # From the posts the engine had: author_name and source included, no store read.
+    citations = [c.public_dict() for c in answer.citations] if return_citations else []
     extra: dict[str, Any] = {
         "citations": citations,
         "search_results": search_results(citations),
@@ -310,7 +243,7 @@ async def chat_completions(
     services: Services = Depends(get_services),
 ) -> Any:
     request = await _answer_request(body, who, services)
-    engine = await engine_of(services)
+    engine = await services.live.aengine()
     _check_context(engine, request, body)
     model = model_id(request.mode or "regular") + (f":{request.model}" if request.model else "")
     meter = RequestMeter()
@@ -322,9 +255,12 @@ async def chat_completions(
         raise ApiError(500, "The answer engine returned nothing") from None
     except BaseException as exc:
         _bill_unfinished(services, who, model, meter, 0)
-        if isinstance(exc, LLMUnavailable) or not isinstance(exc, Exception):
+        if not isinstance(exc, Exception):
             raise
-        raise _request_error(exc, body.model) from exc
+        error = _request_error(exc, body.model)
+        if error is exc:
+            raise
+        raise error from exc
     cid, created = completion_id(), now_s()
     if body.stream:
         return StreamingResponse(
@@ -338,7 +274,7 @@ async def chat_completions(
         _bill_unfinished(services, who, model, meter, 0)
         raise
     _meter(services, who, model, answer)
-    extra = await _extras(services, answer, body)
+    extra = _extras(answer, body)
     usage = usage_dict(answer.usage.prompt_tokens, answer.usage.completion_tokens)
     text = answer.answer if body.wants_citations() else strip_markers(answer.answer)
     return JSONResponse(
@@ -350,14 +286,10 @@ async def chat_completions(
 async def _collect(events: AsyncIterator[AnswerEvent], first: AnswerEvent) -> Answer:
     if isinstance(first, Final):
         return first.answer
-    try:
-        async for event in events:
-            if isinstance(event, Final):
-                return event.answer
-    except LLMUnavailable:
-        raise
-    except LLMError as exc:
-        raise _request_error(exc, "") from exc
+    # An LLMError here is a 502, or a 503 when unavailable (townsquare.service.errors).
+    async for event in events:
+        if isinstance(event, Final):
+            return event.answer
     raise ApiError(500, "The answer engine ended without an answer")
 
 
@@ -428,7 +360,7 @@ async def _stream(
         yield DONE
         return
     _meter(services, who, model, answer)
-    extra = await _extras(services, answer, body)
+    extra = _extras(answer, body)
     usage = usage_dict(answer.usage.prompt_tokens, answer.usage.completion_tokens)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     if include_usage:

@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from townsquare.model import iso
-from townsquare.service.auth import Principal
 from townsquare.service.deps import Services, get_principal, get_services
 from townsquare.service.errors import ApiError
-from townsquare.service.models import model_id
+from townsquare.service.gate.auth import Principal
+from townsquare.service.routes.models import model_id
 from townsquare.store.base import Conversation, ConversationSummary, Store
 
 router = APIRouter(prefix="/v1")

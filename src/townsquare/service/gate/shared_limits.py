@@ -1,6 +1,6 @@
 """Per-key rate limits shared by every replica through Redis (``redis_url``).
 
-The same limits as :class:`townsquare.service.limits.RateLimiter` (sliding
+The same limits as :class:`townsquare.service.gate.limits.RateLimiter` (sliding
 one-minute windows of requests and tokens, a concurrency cap), kept in
 Redis so that N ``serve`` replicas give a key its tier once, not N times.
 Per key (named by its id and public prefix, so two databases sharing one
@@ -29,8 +29,8 @@ import logging
 import secrets
 from typing import Any
 
-from townsquare.service.auth import Principal
-from townsquare.service.limits import WINDOW_S, Admission, RateLimiter, Refusal, format_reset
+from townsquare.service.gate.auth import Principal
+from townsquare.service.gate.limits import WINDOW_S, Admission, RateLimiter, Refusal, format_reset
 
 log = logging.getLogger(__name__)
 

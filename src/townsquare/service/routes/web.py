@@ -41,7 +41,7 @@ STATIC_FILES: dict[str, str] = {
 INDEX_TYPE = "text/html; charset=utf-8"
 
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).parent.parent / "static"
 
 
 def _read(name: str) -> bytes:

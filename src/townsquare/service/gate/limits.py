@@ -10,7 +10,7 @@ The monthly quota starts from the usage ledger in the store and counts this
 process's charges on top; it is re-read every ``refresh_s`` seconds.
 
 These limits are kept in process unless ``redis_url`` is set: then
-:class:`townsquare.service.shared_limits.RedisRateLimiter` keeps the same
+:class:`townsquare.service.gate.shared_limits.RedisRateLimiter` keeps the same
 windows and concurrency leases in Redis, so every ``serve`` replica sharing it
 enforces one budget per key. Without Redis, several replicas behind a load
 balancer each enforce the full per-minute and concurrency limits on the
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from townsquare.config import Tier
-from townsquare.service.auth import Principal
+from townsquare.service.gate.auth import Principal
 from townsquare.store.base import Store
 
 WINDOW_S = 60.0
