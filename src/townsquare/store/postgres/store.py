@@ -13,6 +13,11 @@ already runs; each replica rebuilds it from ``embeddings`` at start and then
 follows ``vectors_since``, whose sequence numbers become visible strictly in
 order (see :meth:`BatchWriter.write_vectors`). So a replica needs no bus
 consumer of its own to see what the index workers write.
+
+What both engines say alike (accounts, watches, the people and post reads,
+filters) is :mod:`townsquare.store.sql`'s, spoken in :data:`DIALECT`; this
+module is PostgreSQL's own part: the ingest transaction, partition-aware
+hydration, ``ts_rank_cd`` search, retention.
 """
 
 from __future__ import annotations

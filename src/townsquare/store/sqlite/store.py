@@ -1,4 +1,10 @@
-"""The embedded store: posts, FTS5 index, vectors and cursors in one SQLite file."""
+"""The embedded store: posts, FTS5 index, vectors and cursors in one SQLite file.
+
+What both engines say alike (accounts, watches, the people and post reads,
+filters) is :mod:`townsquare.store.sql`'s, spoken in :data:`DIALECT`; this
+module is SQLite's own part: the ingest transaction, hydration by key and
+BM25 over FTS5.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +96,6 @@ ON CONFLICT(id) DO NOTHING
 
 def to_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def quote_token(token: str) -> str:
