@@ -120,19 +120,35 @@ def webhook_isolation(seconds: float) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from townsquare.model import Post
-    from townsquare.service import watches
 
     stalled, _ = _receiver(stall=True)
     good, got = _receiver(stall=False)
-    kwargs: dict[str, Any] = {}
-    if "webhooks" in inspect.signature(watches.WatchHub).parameters:  # per-destination code
-        from townsquare.service.webhooks import DestinationGuard, WebhookDispatcher
-
-        kwargs["webhooks"] = WebhookDispatcher(DestinationGuard(["127.0.0.1"]))
     home = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
-    hub = watches.WatchHub(watches.WatchFile(home / "watches.json"), **kwargs)
+    try:  # watches in the store (townsquare.watches)
+        from townsquare.store import open_store
+        from townsquare.watches import (
+            DestinationGuard,
+            SavedWatches,
+            Watch,
+            WatchHub,
+            WebhookDispatcher,
+        )
+
+        hub: Any = WatchHub(SavedWatches(open_store(str(home / "hooks.db"), home)),
+                            webhooks=WebhookDispatcher(DestinationGuard(["127.0.0.1"])))
+    except ImportError:  # an older tree: watches.json, maybe one shared sender
+        from townsquare.service import watches
+
+        kwargs: dict[str, Any] = {}
+        if "webhooks" in inspect.signature(watches.WatchHub).parameters:
+            from townsquare.service.webhooks import DestinationGuard as Guard
+            from townsquare.service.webhooks import WebhookDispatcher as Dispatcher
+
+            kwargs["webhooks"] = Dispatcher(Guard(["127.0.0.1"]))
+        hub = watches.WatchHub(watches.WatchFile(home / "watches.json"), **kwargs)
+        Watch = watches.Watch  # type: ignore[misc,assignment]
     for owner, server in ((1, stalled), (2, good)):
-        hub.saved.add(watches.Watch(
+        hub.saved.add(Watch(
             id=f"w{owner}", owner=owner, query="flood", min_terms=1,
             webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook"))
     start = time.monotonic()

@@ -8,10 +8,8 @@ import pkgutil
 import townsquare
 from townsquare.errors import TownsquareError
 
-#: Defined in modules other work is moving (watches into the Store, the PostgreSQL layer);
-#: they join the tree there.
-PENDING = {"townsquare.service.webhook_guard.DestinationRefused",
-           "townsquare.store.postgres.database.PostgresUnavailable"}
+#: None left outside the tree.
+PENDING: set[str] = set()
 #: Optional dependencies a module may need; such a module is skipped when they are absent.
 OPTIONAL = ("torch", "sentence_transformers", "transformers", "nats", "redis", "psycopg")
 

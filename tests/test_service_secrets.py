@@ -31,12 +31,16 @@ def test_the_home_and_its_files_are_private(home: Path) -> None:
     assert both.returncode == 2 and "--admin" in both.stderr
 
 
-async def test_watches_file_is_private(home: Path) -> None:
+async def test_watch_secrets_live_in_the_private_store(home: Path) -> None:
     async with serve_app() as api:
         resp = await api.client.post("/v1/watches", json={"query": "storm"},
                                      headers=Api.auth(api.key("a")))
         assert resp.status_code == 200
-    assert mode(home / "watches.json") == 0o600
+        assert api.runtime.store.watches()[0].secret.startswith("whsec_")
+    # No second file holds secrets: the database is private like the rest of the home
+    # (test_the_home_and_its_files_are_private).
+    assert not (home / "watches.json").exists()
+    assert mode(home) == 0o700
 
 
 async def test_source_specs_errors_and_metrics_are_for_admin_keys_only() -> None:

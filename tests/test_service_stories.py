@@ -196,9 +196,9 @@ async def test_a_story_watch_pushes_each_new_matching_story_once(
             await loop.refresh()  # the same story again: not pushed twice
             await asyncio.sleep(0.5)
             assert Hook.received.empty()  # nor to the watch whose threshold it misses
-            saved = json.loads((home / "watches.json").read_text(encoding="utf-8"))
-            mine = next(w for w in saved if w["id"] == watch["id"])
-            assert mine["notified"] == [story["id"]]  # remembered across restarts
+            # Remembered in the store: across restarts and replicas.
+            claims = api.runtime.store.watch_claims([watch["id"]], "story:")
+            assert claims == {(watch["id"], "story:" + story["id"])}
 
 
 async def test_a_story_watch_streams_new_stories_as_server_sent_events(home: Path) -> None:

@@ -20,10 +20,10 @@ import uvicorn
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app
 from townsquare.ingest.supervisor import Supervisor
 from townsquare.model import Batch, Post, Upsert
-from townsquare.service import watches
 from townsquare.service.app import create_app
-from townsquare.service.watches import Watch, tokens
 from townsquare.sources.base import Source
+from townsquare.watches import Watch, post_matches, tokens
+from townsquare.watches import hub as watch_hub
 
 
 class FedSource(Source):
@@ -58,13 +58,13 @@ def fresh(pid: str, text: str, author: str = "erin", lang: str | None = None) ->
 def test_matching_rule_folds_case_and_accents() -> None:
     watch = Watch(id="w", owner=1, query="Grève Valmont", min_terms=2)
     hit = fresh("a", "La GREVE continue à valmont")
-    assert watch.matches(hit, tokens(hit.text))
+    assert post_matches(watch, hit, tokens(hit.text))
     half = fresh("b", "La grève continue")
-    assert not watch.matches(half, tokens(half.text))
+    assert not post_matches(watch, half, tokens(half.text))
     watch.min_terms = 1
-    assert watch.matches(half, tokens(half.text))
+    assert post_matches(watch, half, tokens(half.text))
     watch.langs = ["fr"]
-    assert not watch.matches(half, tokens(half.text))  # no lang on the post
+    assert not post_matches(watch, half, tokens(half.text))  # no lang on the post
 
 
 async def test_watches_are_scoped_to_the_key_that_made_them(home: Path) -> None:
@@ -196,7 +196,7 @@ async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
 
 
 async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(watches, "LIVE_KEYS_REFRESH_S", 0.0)
+    monkeypatch.setattr(watch_hub, "LIVE_KEYS_REFRESH_S", 0.0)
     source = FedSource()
     with webhook_receiver() as hook_url:
         async with uvicorn_app(source) as (_, api):
@@ -215,14 +215,67 @@ async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None
             assert Hook.received.empty()
 
 
-def test_an_unreadable_watch_file_is_set_aside(tmp_path: Path) -> None:
-    from townsquare.service.watches import WatchFile
+async def test_a_watches_json_from_before_the_store_is_imported_once(home: Path) -> None:
+    runtime = make_runtime()
+    key_id = runtime.store.create_api_key("old", "roomy", "pfx", "hash").id
+    old = [{"id": "watch_old", "owner": key_id, "query": "storm coast", "min_terms": 2,
+            "authors": [], "sources": [], "langs": ["en"], "webhook_url": None,
+            "created_at": 1_700_000_000.25, "kind": "stories", "window": "1h", "min_posts": 3,
+            "notified": ["s1", "s2"], "secret": "whsec_kept"}]
+    (home / "watches.json").write_text(json.dumps(old), encoding="utf-8")
+    async with serve_app(runtime=runtime) as api:
+        hub = api.app.state.watches
+        (watch,) = hub.saved.of(key_id)
+        assert (watch.id, watch.query, watch.min_posts, watch.secret) == (
+            "watch_old", "storm coast", 3, "whsec_kept")
+        assert watch.created_at == 1_700_000_000.25
+        # The stories it had reported stay reported.
+        assert runtime.store.watch_claims(["watch_old"], "story:") == {
+            ("watch_old", "story:s1"), ("watch_old", "story:s2")}
+    assert not (home / "watches.json").exists()
+    assert json.loads((home / "watches.json.imported").read_text(encoding="utf-8")) == old
+    async with serve_app() as api:  # a restart imports nothing again
+        assert [w.id for w in api.app.state.watches.saved.all()] == ["watch_old"]
 
-    path = tmp_path / "watches.json"
-    path.write_text("{not json", encoding="utf-8")
-    saved = WatchFile(path)
-    assert saved.all() == []
-    assert (tmp_path / "watches.json.unreadable").read_text(encoding="utf-8") == "{not json"
-    saved.add(Watch(id="w1", owner=7, query="storm", min_terms=1))
-    assert [w.id for w in WatchFile(path).of(7)] == ["w1"]
-    assert WatchFile(path).get(8, "w1") is None
+
+async def test_an_unreadable_watch_file_is_set_aside(home: Path) -> None:
+    (home / "watches.json").write_text("{not json", encoding="utf-8")
+    async with serve_app() as api:
+        h = Api.auth(api.key("a"))
+        assert (await api.client.get("/v1/watches", headers=h)).json()["data"] == []
+        made = await api.client.post("/v1/watches", json={"query": "storm"}, headers=h)
+        assert made.status_code == 200
+    assert (home / "watches.json.unreadable").read_text(encoding="utf-8") == "{not json"
+    assert not (home / "watches.json").exists()
+
+
+async def test_two_replicas_on_one_store_share_watches_and_send_each_webhook_once(
+    home: Path, store_backend: str, monkeypatch: Any
+) -> None:
+    """Two apps on one store (one SQLite file, or one PostgreSQL schema) are replicas."""
+    monkeypatch.setenv("TOWNSQUARE_WEBHOOK_ALLOW", '["127.0.0.1"]')
+    with webhook_receiver() as hook_url:
+        async with serve_app() as one, serve_app() as two:
+            h = Api.auth(one.key("a"))  # keys are in the store: valid on both
+            made = (await one.client.post("/v1/watches", headers=h, json={
+                "query": "harbour flood", "webhook_url": hook_url})).json()
+            listed = (await two.client.get("/v1/watches", headers=h)).json()["data"]
+            assert [w["id"] for w in listed] == [made["id"]]
+            assert listed[0]["query"] == "harbour flood"
+            # Each replica matches every committed post for its own event streams...
+            subs = [api.app.state.watches.subscribe(made["id"]) for api in (one, two)]
+            await add_posts(one.runtime, [fresh("hit", "Flood in the harbour, again")])
+            for sub in subs:
+                event = await asyncio.wait_for(sub.queue.get(), 30)
+                assert event["post"]["id"] == "jsonl:hit"
+            # ...and the webhook goes out once, from whichever claimed the match first.
+            got = await asyncio.to_thread(Hook.received.get, True, 30)
+            assert got["post"]["id"] == "jsonl:hit"
+            await asyncio.sleep(0.5)
+            assert Hook.received.empty()
+            # A watch deleted through one replica is gone on the other.
+            gone = await two.client.delete(f"/v1/watches/{made['id']}", headers=h)
+            assert gone.status_code == 200
+            assert (await one.client.get("/v1/watches", headers=h)).json()["data"] == []
+            events = await one.client.get(f"/v1/watches/{made['id']}/events", headers=h)
+            assert events.status_code == 404

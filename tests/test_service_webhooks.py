@@ -20,8 +20,9 @@ import pytest
 
 from service_helpers import Api, error_of, serve_app
 from test_service_watches import FedSource, fresh, uvicorn_app
-from townsquare.service.watches import Watch, WatchFile, WatchHub
-from townsquare.service.webhooks import (
+from townsquare.store import open_store
+from townsquare.watches import SavedWatches, Watch, WatchHub
+from townsquare.watches.webhooks import (
     DestinationGuard,
     DestinationRefused,
     WebhookDispatcher,
@@ -165,7 +166,7 @@ def test_each_redirect_hop_is_checked() -> None:
 
 
 def _hub(tmp: Path, hooks: WebhookDispatcher) -> WatchHub:
-    return WatchHub(WatchFile(tmp / "watches.json"), webhooks=hooks)
+    return WatchHub(SavedWatches(open_store(str(tmp / "watches.db"), tmp)), webhooks=hooks)
 
 
 def test_a_stalling_receiver_does_not_delay_another_keys_deliveries(tmp_path: Path) -> None:

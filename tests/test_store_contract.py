@@ -391,3 +391,47 @@ def test_stats_shape(filled: Store) -> None:
     assert {"store", "sources", "embedder", "file_bytes"} <= set(s)
     assert s["file_bytes"] > 0
     assert s["sources"]["jsonl"]["newest_created_at"].tzinfo is not None
+
+
+def test_watches_belong_to_their_owner_and_claims_are_won_once(store: Store) -> None:
+    from townsquare.store import StoredWatch
+
+    made = datetime(2026, 11, 3, 12, 0, 0, 123000, tzinfo=UTC)
+    spec = {"query": "grève à Lyon", "langs": ["fr"], "min_terms": 2, "webhook_url": None}
+    first = StoredWatch(id="w1", owner=7, created_at=made, secret="whsec_a", spec=spec)
+    assert store.add_watch(first)
+    assert not store.add_watch(dataclasses.replace(first, owner=8))  # the id is taken
+    store.add_watch(StoredWatch(id="w2", owner=8, created_at=made + timedelta(seconds=1),
+                                secret="whsec_b", spec={"query": "x"}))
+    assert store.get_watch("w1", 7) == first  # the spec comes back whole, the time exact
+    assert store.get_watch("w1", 8) is None
+    assert [w.id for w in store.watches()] == ["w1", "w2"]
+    assert [w.id for w in store.watches(8)] == ["w2"]
+    assert not store.set_watch_secret("w1", 8, "whsec_stolen")
+    assert store.set_watch_secret("w1", 7, "whsec_new")
+    assert store.get_watch("w1", 7).secret == "whsec_new"  # type: ignore[union-attr]
+
+    pairs = [("w1", "post:a"), ("w1", "story:s"), ("w2", "post:a")]
+    assert store.claim_watch_items(pairs) == pairs
+    assert store.claim_watch_items([("w1", "post:a"), ("w1", "post:b")]) == [("w1", "post:b")]
+    assert store.watch_claims(["w1"], "story:") == {("w1", "story:s")}
+    assert store.watch_claims(["w1", "w2"]) == {*pairs, ("w1", "post:b")}
+    old = datetime.now(UTC) - timedelta(days=30)
+    store.claim_watch_items([("w2", "post:old")], at=old)
+    assert store.forget_watch_claims(old + timedelta(days=1)) == 1
+
+    assert not store.delete_watch("w1", 8)
+    assert store.delete_watch("w1", 7)  # its claims go with it
+    assert store.get_watch("w1", 7) is None and store.watch_claims(["w1"]) == set()
+    assert store.watch_claims(["w2"]) == {("w2", "post:a")}
+
+
+def test_capabilities_are_declared(store: Store) -> None:
+    assert store.drops_partitions == (store.kind == "postgresql")
+    if not store.drops_partitions:
+        with pytest.raises(NotImplementedError):
+            store.drop_partitions_before(NOW)
+    store.set_embedder_name("hash", 16)
+    store.set_embedder_name("hash", 16)  # the same one again is fine
+    with pytest.raises(ValueError, match="hash/16"):
+        store.set_embedder_name("minilm", 384)

@@ -22,8 +22,9 @@ from townsquare.store import SearchFilters, open_store
 from townsquare.store.postgres import PostgresStore
 from townsquare.store.postgres.database import parse_url
 from townsquare.store.postgres.partitions import partition_name
-from townsquare.store.postgres.store import filter_sql
+from townsquare.store.postgres.store import DIALECT
 from townsquare.store.postgres.writer import MAX_ID_BYTES
+from townsquare.store.sql.filters import filter_sql
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -84,7 +85,7 @@ def test_posts_land_in_day_partitions_and_odd_dates_in_the_default(pg: PostgresS
 @pytest.mark.postgres
 def test_a_since_filter_prunes_older_partitions(pg: PostgresStore) -> None:
     pg.apply("s", [Upsert(post(str(d), timedelta(days=d))) for d in range(6)], None)
-    where, params = filter_sql(SearchFilters(since=NOW - timedelta(hours=12)))
+    where, params = filter_sql(SearchFilters(since=NOW - timedelta(hours=12)), DIALECT)
     with pg.db.connection() as conn:
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN (COSTS OFF) SELECT p.key FROM posts p WHERE " + " AND ".join(where),

@@ -18,6 +18,7 @@ Hierarchy::
     │   │   └── UnknownModel           404 model_not_found         townsquare.answer.engine
     │   ├── UnknownBackend             400 unknown_backend         townsquare.registry
     │   ├── AuthError                  401/403 (its own status)    townsquare.service.gate.auth
+    │   ├── DestinationRefused         400 webhook_refused         townsquare.watches.guard
     │   └── ApiError                   any (its own status)        townsquare.service.errors
     ├── DataError                      400 invalid_value           input that does not parse
     │   ├── DecodeError                                            townsquare.bus.codec
@@ -29,6 +30,7 @@ Hierarchy::
         ├── LLMError                   502                         townsquare.llm.base
         │   └── LLMUnavailable         503 service_unavailable     townsquare.llm.base
         ├── UpstreamError              502                         townsquare.sources.mastodon
+        ├── PostgresUnavailable        503 store_unavailable       townsquare.store.postgres
         └── BusError                   502                         townsquare.bus.config
 
 ``Retry-After`` comes from :meth:`TownsquareError.headers` (``LLMUnavailable``

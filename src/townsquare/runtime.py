@@ -49,10 +49,10 @@ if TYPE_CHECKING:
     from townsquare.ingest.identity import IdentityLookup
     from townsquare.ingest.supervisor import Supervisor
     from townsquare.llm import LLM
-    from townsquare.service.watches import WatchHub
     from townsquare.sources import Source
     from townsquare.trends import TrendEngine
     from townsquare.trends.story_loop import StoryLoop
+    from townsquare.watches import WatchHub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -398,20 +398,12 @@ class Live:
 
 
 # --- the watch hub -------------------------------------------------------------------
-# Built through what townsquare.service.watches exposes today. The watches are moving
-# into the Store and a townsquare.watches package: this is the one place to change.
 
 
 def _watch_hub(runtime: Runtime) -> WatchHub:
-    """The standing-query hub: saved watches, their webhooks, revoked keys' watches idle."""
-    from townsquare.service.watches import WatchFile, WatchHub
-    from townsquare.service.webhook_guard import DestinationGuard
-    from townsquare.service.webhooks import WebhookDispatcher
+    """The standing-query hub on the store: saved watches, their webhooks, revoked keys'
+    watches idle, an old ``<home>/watches.json`` imported once."""
+    from townsquare.watches import open_hub
 
-    store, settings = runtime.store, runtime.settings
-
-    def live_keys() -> set[int]:
-        return {k.id for k in store.list_api_keys() if k.revoked_at is None}
-
-    return WatchHub(WatchFile(settings.home / "watches.json"), live_keys,
-                    webhooks=WebhookDispatcher(DestinationGuard(settings.webhook_allow)))
+    settings = runtime.settings
+    return open_hub(runtime.store, settings.home, settings.webhook_allow)

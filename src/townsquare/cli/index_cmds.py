@@ -119,13 +119,12 @@ def retention(cli: CliContext, older_than: str, dry_run: bool) -> None:
     runtime = Runtime(cli.settings)
     try:
         store = runtime.store
-        drop = getattr(store, "drop_partitions_before", None)
-        if drop is None:
+        if not store.drops_partitions:
             raise click.UsageError(
                 f"retention drops day partitions and needs the PostgreSQL store; this store is "
                 f"{store.kind!r} (use --store postgresql://…)"
             )
-        result = drop(utcnow() - age, dry_run=dry_run)
+        result = store.drop_partitions_before(utcnow() - age, dry_run=dry_run)
     finally:
         runtime.close()
     verb = "would drop" if dry_run else "dropped"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from townsquare.index.embedder import Embedder
+from townsquare.quantize import dequantize, quantize
 from townsquare.registry import Registry
 
 EMBEDDERS: Registry[Embedder] = Registry(
@@ -17,4 +18,4 @@ EMBEDDERS: Registry[Embedder] = Registry(
     },
 )
 
-__all__ = ["EMBEDDERS", "Embedder"]
+__all__ = ["EMBEDDERS", "Embedder", "dequantize", "quantize"]

@@ -1,6 +1,6 @@
 """The in-process dense index: exact (brute-force) search over int8 rows.
 
-Rows are the store's quantized vectors (:mod:`townsquare.index.quantize`),
+Rows are the store's quantized vectors (:mod:`townsquare.quantize`),
 appended in arrival order into preallocated arrays that double when full.
 Posts arrive roughly in time order, so rows are grouped in blocks of
 ``BLOCK`` and each block remembers its min/max ``created_ms``: a time-filtered
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import simsimd
 
-from townsquare.index.quantize import quantize
+from townsquare.quantize import quantize
 from townsquare.store.base import Candidate, Store
 
 BLOCK = 4096

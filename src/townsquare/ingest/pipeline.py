@@ -94,7 +94,7 @@ class Ingestor:
         self.embedder = embedder
         self.listeners = list(listeners or [])
         self.limits = limits or Limits()
-        if embedder is not None and hasattr(store, "set_embedder_name"):
+        if embedder is not None:
             store.set_embedder_name(embedder.name, embedder.dim)
 
     async def run(

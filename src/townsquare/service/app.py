@@ -36,7 +36,7 @@ OpenAPI document and the web page's static shell; see
 ``GET /v1/posts/{id}``                one post (posts are shared public data)
 ``GET /v1/live``                      sources' status, posts/s, lag
 ``GET /v1/usage``                     the calling key's usage and quota
-``/v1/watches[/{id}[/events]]``       standing queries (:mod:`townsquare.service.watches`)
+``/v1/watches[/{id}[/events]]``       standing queries (:mod:`townsquare.service.routes.watches`)
 ``GET /v1/trends``, ``/v1/stories``   when :mod:`townsquare.trends` is installed
 ``GET /metrics``                      Prometheus text
 ``GET /healthz``                      liveness, no key
@@ -56,7 +56,6 @@ from townsquare import __version__
 from townsquare.answer import AnswerEngine
 from townsquare.ingest.supervisor import Supervisor
 from townsquare.runtime import Live, Runtime
-from townsquare.service import watches
 from townsquare.service.deps import Services, declare_security
 from townsquare.service.errors import install_error_handlers
 from townsquare.service.gate.auth import Authenticator
@@ -71,7 +70,7 @@ from townsquare.service.gate.middleware import (
     is_public,
 )
 from townsquare.service.gate.search_cache import SearchCache
-from townsquare.service.routes import chat, conversations, data, feed, models, ops
+from townsquare.service.routes import chat, conversations, data, feed, models, ops, watches
 from townsquare.service.wire.fields import refuse_unknown_query
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ def create_app(
         dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
-    app.state.watches = live.watches  # where townsquare.service.watches' routes look
+    app.state.watches = live.watches  # where townsquare.service.routes.watches' routes look
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)

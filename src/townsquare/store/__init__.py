@@ -10,16 +10,23 @@ from pathlib import Path
 
 from townsquare.registry import Registry
 from townsquare.store.base import (
+    AccountsStore,
     ApiKeyRecord,
     ApplyResult,
     Candidate,
     Conversation,
+    PeopleStore,
+    PostsStore,
     QuarantineRecord,
+    Retention,
+    RetentionResult,
     SearchFilters,
     Store,
     StoredMessage,
     StoredVectors,
+    StoredWatch,
     UsageRow,
+    WatchesStore,
 )
 
 STORES: Registry[Store] = Registry(
@@ -49,15 +56,22 @@ def open_store(url: str | None, home: Path, read_only: bool = False) -> Store:
 
 __all__ = [
     "STORES",
+    "AccountsStore",
     "ApiKeyRecord",
     "ApplyResult",
     "Candidate",
     "Conversation",
+    "PeopleStore",
+    "PostsStore",
     "QuarantineRecord",
+    "Retention",
+    "RetentionResult",
     "SearchFilters",
     "Store",
     "StoredMessage",
     "StoredVectors",
+    "StoredWatch",
     "UsageRow",
+    "WatchesStore",
     "open_store",
 ]

@@ -9,6 +9,15 @@ Posts carry an integer ``key`` inside the store (SQLite rowid, PostgreSQL
 identity) that the dense index uses to align vectors with rows; the public
 identifier remains the string ``Post.id``.
 
+The contract is a few narrow interfaces, each with one job, and ``Store``
+is all of them: :class:`PostsStore` (ingest, reads, vectors),
+:class:`PeopleStore` (the author directory), :class:`AccountsStore` (API
+keys, usage, conversations), :class:`WatchesStore` (standing queries) and
+:class:`Retention`. A caller that needs one part names that part. What not
+every engine can do is declared here too, as a method with a default and a
+flag saying whether it works (``Retention.drops_partitions``): nothing above
+the store asks an object what attributes it happens to have.
+
 Writes are idempotent: ``apply`` upserts by post id, so replaying any prefix
 of a stream leaves the store unchanged, and it saves the stream's cursor in
 the same transaction as the events that cursor follows.
@@ -18,213 +27,35 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import numpy as np
 
 from townsquare.model import Event, Post
 from townsquare.store.people import Author
-
-Related = Literal["replies", "quotes"]
-
-
-def url_host(url: str | None) -> str:
-    """The lower-cased host of a URL ("" when there is none): what domain filters match."""
-    if not url:
-        return ""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
-def domain_matches(host: str, domain: str) -> bool:
-    """``example.org`` matches ``example.org`` and ``news.example.org``, not ``myexample.org``."""
-    domain = normalize_domain(domain)
-    return bool(host) and (host == domain or host.endswith("." + domain))
-
-
-def normalize_domain(value: str) -> str:
-    """``https://www.Example.org/x`` or ``Example.org`` -> ``example.org`` (``www.`` dropped)."""
-    value = value.strip().lower()
-    if "://" in value:
-        value = url_host(value)
-    value = value.split("/", 1)[0].strip(".")
-    return value[4:] if value.startswith("www.") else value
+from townsquare.store.records import (
+    ApiKeyRecord,
+    ApplyResult,
+    Candidate,
+    Conversation,
+    ConversationSummary,
+    QuarantineRecord,
+    Related,
+    RetentionResult,
+    SearchFilters,
+    StoredMessage,
+    StoredVectors,
+    StoredWatch,
+    UsageRow,
+    domain_matches,
+    normalize_domain,
+    url_host,
+)
 
 
-@dataclass(slots=True)
-class SearchFilters:
-    """The filters Grok's live-search API offers, in one place.
-
-    ``authors``: only these handles (or account ids); ``exclude_authors``: never
-    these; ``sources``: e.g. ``["bluesky", "rss"]``; ``langs``: e.g. ``["fr"]``;
-    ``domains`` / ``exclude_domains``: the host of the post's URL (a domain
-    matches its subdomains); ``min_likes``: at least this many likes (where a
-    source gives counts; posts without counts never pass). ``scopes``: a post
-    must also match at least one of these (xAI's per-source options: "x posts
-    by @a, or news from lemonde.fr"); empty means no such condition.
-    """
-
-    since: datetime | None = None
-    until: datetime | None = None
-    authors: list[str] = field(default_factory=list)
-    exclude_authors: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    langs: list[str] = field(default_factory=list)
-    hashtags: list[str] = field(default_factory=list)
-    domains: list[str] = field(default_factory=list)
-    exclude_domains: list[str] = field(default_factory=list)
-    min_likes: int | None = None
-    scopes: list[SearchFilters] = field(default_factory=list)
-
-    def matches(self, post: Post) -> bool:
-        """The same predicate the store applies in SQL, for in-memory candidates."""
-        if self.since and post.created_at < self.since:
-            return False
-        if self.until and post.created_at > self.until:
-            return False
-        who = {post.author.lower(), (post.author_id or "").lower()}
-        if self.authors and not who & {a.lower().lstrip("@") for a in self.authors}:
-            return False
-        if self.exclude_authors and who & {a.lower().lstrip("@") for a in self.exclude_authors}:
-            return False
-        if self.sources and post.source not in self.sources:
-            return False
-        if self.langs and (post.lang or "") not in self.langs:
-            return False
-        if self.hashtags and not set(self.hashtags) & set(post.hashtags):
-            return False
-        if self.domains or self.exclude_domains:
-            host = url_host(post.url)
-            if self.domains and not any(domain_matches(host, d) for d in self.domains):
-                return False
-            if any(domain_matches(host, d) for d in self.exclude_domains):
-                return False
-        if self.min_likes is not None and (post.likes or 0) < self.min_likes:
-            return False
-        return not self.scopes or any(s.matches(post) for s in self.scopes)
-
-    def both(self, other: SearchFilters) -> SearchFilters:
-        """Posts passing this and ``other`` (``other`` nests as a scope)."""
-        if not self.scopes:
-            return replace(self, scopes=[other])
-        return replace(self, scopes=[s.both(other) for s in self.scopes])
-
-    def is_empty(self) -> bool:
-        return self == SearchFilters()
-
-
-@dataclass(slots=True)
-class Candidate:
-    """A post key with one retriever's score (higher is better)."""
-
-    key: int
-    score: float
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    upserted: int = 0
-    deleted: int = 0
-    quarantined: int = 0
-    identities: int = 0
-
-    def add(self, other: ApplyResult) -> None:
-        self.upserted += other.upserted
-        self.deleted += other.deleted
-        self.quarantined += other.quarantined
-        self.identities += other.identities
-
-
-@dataclass(slots=True)
-class StoredVectors:
-    """Vectors changed since a sequence number (for the in-process dense index)."""
-
-    seqs: np.ndarray  # int64
-    keys: np.ndarray  # int64 post keys
-    created_ms: np.ndarray  # int64
-    vectors: np.ndarray  # (n, dim) int8, see townsquare.index.quantize
-    scales: np.ndarray  # float32 per-row dequantization scale
-
-
-@dataclass(slots=True)
-class QuarantineRecord:
-    id: int
-    source: str
-    raw: bytes
-    reason: str
-    at: datetime
-
-
-@dataclass(slots=True)
-class ApiKeyRecord:
-    id: int
-    name: str
-    tier: str
-    prefix: str
-    key_hash: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class UsageRow:
-    key_id: int | None
-    key_name: str | None
-    model: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(slots=True)
-class StoredMessage:
-    role: str
-    content: str
-    created_at: datetime
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Conversation:
-    id: str
-    owner: str | None
-    mode: str
-    created_at: datetime
-    messages: list[StoredMessage] = field(default_factory=list)
-    #: Set by a rename; None: the page shows the first question instead.
-    title: str | None = None
-
-
-@dataclass(slots=True)
-class ConversationSummary:
-    """One row of a key's conversation list (no messages: the list stays cheap)."""
-
-    id: str
-    mode: str
-    title: str | None
-    #: The first user message, for conversations never renamed.
-    first_question: str | None
-    created_at: datetime
-    updated_at: datetime
-    messages: int
-
-
-class Store(ABC):
-    """Posts, their index, cursors, quarantine, and the service's accounts.
-
-    Implementations must be safe to call from several threads: one writer at
-    a time (they serialize writes themselves), any number of readers.
-    """
-
-    #: Registry name, e.g. ``"sqlite"``.
-    kind: str = ""
-
-    # -- ingest -------------------------------------------------------------
+class PostsStore(ABC):
+    """Posts in, posts out: the ingest transaction, reads, full text and vectors."""
 
     @abstractmethod
     def apply(
@@ -264,7 +95,9 @@ class Store(ABC):
     def cursors(self) -> dict[str, str]:
         """Every saved cursor by stream key (for status pages)."""
 
-    # -- reads --------------------------------------------------------------
+    @abstractmethod
+    def set_embedder_name(self, name: str, dim: int) -> None:
+        """Record which embedder writes vectors; refuse (``ValueError``) to mix two."""
 
     @abstractmethod
     def get_post(self, post_id: str) -> Post | None: ...
@@ -308,7 +141,14 @@ class Store(ABC):
     @abstractmethod
     def quarantined(self, limit: int = 50) -> list[QuarantineRecord]: ...
 
-    # -- people and threads ---------------------------------------------------
+    @abstractmethod
+    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
+        """Stored replies to, or quotes of, a post; oldest first."""
+
+
+
+class PeopleStore(ABC):
+    """The author directory, kept in the ingest transaction, read by name resolution."""
 
     @abstractmethod
     def get_author(self, key: str) -> Author | None:
@@ -328,11 +168,9 @@ class Store(ABC):
     def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
         """The lookup tried these (found or not): wait before trying again."""
 
-    @abstractmethod
-    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
-        """Stored replies to, or quotes of, a post; oldest first."""
 
-    # -- accounts, usage, conversations (the service) -------------------------
+class AccountsStore(ABC):
+    """The service's accounts: API keys, the usage ledger, conversations."""
 
     @abstractmethod
     def create_api_key(self, name: str, tier: str, prefix: str, key_hash: str) -> ApiKeyRecord: ...
@@ -391,7 +229,71 @@ class Store(ABC):
     def delete_conversation(self, conv_id: str, owner: str | None) -> bool:
         """Delete it and its messages; False if missing *or owned by someone else*."""
 
-    # -- lifecycle ----------------------------------------------------------
+
+class WatchesStore(ABC):
+    """Standing queries, shared by every process on the store (replicas see the same).
+
+    The store keeps each watch's definition as an opaque ``spec``; what a
+    watch means (matching, delivery) is :mod:`townsquare.watches`'s. Items
+    (a post, a story) reported for a watch are *claimed*: the first claim of
+    an item wins, so a webhook goes out once even when several replicas match.
+    """
+
+    @abstractmethod
+    def add_watch(self, watch: StoredWatch) -> bool:
+        """Save a new watch; False (and nothing changed) if its id is taken."""
+
+    @abstractmethod
+    def watches(self, owner: int | None = None) -> list[StoredWatch]:
+        """Every watch (or ``owner``'s), oldest first."""
+
+    @abstractmethod
+    def get_watch(self, watch_id: str, owner: int) -> StoredWatch | None:
+        """The watch, or None if missing *or owned by someone else*."""
+
+    @abstractmethod
+    def delete_watch(self, watch_id: str, owner: int) -> bool:
+        """Delete it and its claims; False if missing *or owned by someone else*."""
+
+    @abstractmethod
+    def set_watch_secret(self, watch_id: str, owner: int, secret: str) -> bool:
+        """Replace its signing secret; False if missing *or owned by someone else*."""
+
+    @abstractmethod
+    def claim_watch_items(
+        self, claims: Sequence[tuple[str, str]], at: datetime | None = None
+    ) -> list[tuple[str, str]]:
+        """Record (watch id, item) pairs as reported; return those not claimed before."""
+
+    @abstractmethod
+    def watch_claims(self, watch_ids: Sequence[str], prefix: str = "") -> set[tuple[str, str]]:
+        """The (watch id, item) pairs claimed for these watches, items starting with ``prefix``."""
+
+    @abstractmethod
+    def forget_watch_claims(self, before: datetime) -> int:
+        """Drop claims older than ``before`` (their items cannot come back); how many."""
+
+
+class Retention:
+    """Dropping old posts whole. Only some engines can: ``drops_partitions`` says."""
+
+    #: Whether :meth:`drop_partitions_before` works on this store.
+    drops_partitions: ClassVar[bool] = False
+
+    def drop_partitions_before(self, cutoff: datetime, dry_run: bool = False) -> RetentionResult:
+        """Drop whole day partitions older than ``cutoff`` and forget their posts."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no day partitions")
+
+
+class Store(PostsStore, PeopleStore, AccountsStore, WatchesStore, Retention):
+    """Posts, their index, cursors, quarantine, people, accounts and watches.
+
+    Implementations must be safe to call from several threads: one writer at
+    a time (they serialize writes themselves), any number of readers.
+    """
+
+    #: Registry name, e.g. ``"sqlite"``.
+    kind: str = ""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -401,3 +303,11 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+__all__ = [
+    "AccountsStore", "ApiKeyRecord", "ApplyResult", "Author", "Candidate", "Conversation",
+    "ConversationSummary", "PeopleStore", "PostsStore", "QuarantineRecord", "Related",
+    "Retention", "RetentionResult", "SearchFilters", "Store", "StoredMessage", "StoredVectors",
+    "StoredWatch", "UsageRow", "WatchesStore", "domain_matches", "normalize_domain", "url_host",
+]

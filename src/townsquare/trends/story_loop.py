@@ -83,7 +83,8 @@ class StoryLoop:
 
     async def refresh(self) -> None:
         engine = self.engine
-        windows = {SUMMARY_WINDOW} | (self.hub.story_windows() if self.hub else set())
+        watched = await asyncio.to_thread(self.hub.story_windows) if self.hub else set()
+        windows = {SUMMARY_WINDOW} | watched  # the watches live in the store: read off the loop
         for window in sorted(windows):
             stories = await asyncio.to_thread(engine.stories, window, STORIES_PER_WINDOW)
             if window == SUMMARY_WINDOW and self.summaries > 0:
@@ -95,7 +96,9 @@ class StoryLoop:
 
     async def _notify(self, engine: TrendEngine, window: str, stories: list[Story]) -> None:
         assert self.hub is not None
-        found = self.hub.new_stories(window, stories, lambda s: story_text(engine, s))
+        found = await asyncio.to_thread(
+            self.hub.new_stories, window, stories, lambda s: story_text(engine, s)
+        )
         if not found:
             return
         fresh = list({s.id: s for _, s in found}.values())

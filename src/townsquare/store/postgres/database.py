@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from townsquare.errors import BackendError
 from townsquare.store.postgres.migrations import SchemaInfo, lock_key, migrate
 from townsquare.store.postgres.writer import STAGING_DDL
 
@@ -37,8 +38,12 @@ DEFAULT_SCHEMA = "townsquare"
 DEFAULT_POOL_SIZE = 10
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(BackendError, RuntimeError):
     """The server cannot be reached or refused us: say where and how to fix it."""
+
+    status = 503
+    error_type = "server_error"
+    code = "store_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,9 +249,37 @@ def m005_quarantine_digest(conn: psycopg.Connection, schema: str) -> None:
     )
 
 
+def m006_watches(conn: psycopg.Connection, schema: str) -> None:
+    """Standing queries live in the store, shared by every replica (the SQLite twin is m007).
+
+    ``spec`` is the watch's definition as :mod:`townsquare.watches` writes it;
+    ``watch_claims`` are the items reported for a watch (``post:<id>``,
+    ``story:<id>``): the first claim wins, so a webhook goes out once.
+    """
+    conn.execute(
+        """
+        CREATE TABLE watches (
+            id text PRIMARY KEY,
+            owner bigint NOT NULL,
+            created_at timestamptz NOT NULL,
+            secret text NOT NULL,
+            spec jsonb NOT NULL
+        );
+        CREATE INDEX watches_owner ON watches (owner, created_at);
+        CREATE TABLE watch_claims (
+            watch_id text NOT NULL,
+            item text NOT NULL,
+            at timestamptz NOT NULL,
+            PRIMARY KEY (watch_id, item)
+        );
+        CREATE INDEX watch_claims_at ON watch_claims (at);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_posts, m002_accounts, m003_people_threads_engagement, m004_conversation_titles,
-    m005_quarantine_digest,
+    m005_quarantine_digest, m006_watches,
 ]
 
 

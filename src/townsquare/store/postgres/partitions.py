@@ -29,13 +29,13 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 from psycopg import sql
 
 from townsquare.store.postgres.database import Database, lock_key
+from townsquare.store.records import RetentionResult
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ POST_COLUMNS = (
     "hashtags, mentions, reply_to, quote_of, raw"
 )
 DELETE_BATCH = 50_000
-
-
-@dataclass(slots=True)
-class RetentionResult:
-    cutoff: datetime
-    partitions: list[str] = field(default_factory=list)
-    posts_deleted: int = 0
 
 
 def partition_name(day: date) -> str:

@@ -13,37 +13,34 @@ already runs; each replica rebuilds it from ``embeddings`` at start and then
 follows ``vectors_since``, whose sequence numbers become visible strictly in
 order (see :meth:`BatchWriter.write_vectors`). So a replica needs no bus
 consumer of its own to see what the index workers write.
+
+What both engines say alike (accounts, watches, the people and post reads,
+filters) is :mod:`townsquare.store.sql`'s, spoken in :data:`DIALECT`; this
+module is PostgreSQL's own part: the ingest transaction, partition-aware
+hydration, ``ts_rank_cd`` search, retention.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from townsquare.model import Event, Post, Upsert
 from townsquare.store import STORES
-from townsquare.store.base import (
-    ApplyResult,
-    Candidate,
-    QuarantineRecord,
-    Related,
-    SearchFilters,
-    Store,
-    StoredVectors,
-    normalize_domain,
-)
-from townsquare.store.people import Author
-from townsquare.store.postgres.accounts import AccountsMixin
+from townsquare.store.base import ApplyResult, Candidate, SearchFilters, Store
 from townsquare.store.postgres.database import Database, lock_key
-from townsquare.store.postgres.partitions import Partitions, RetentionResult
+from townsquare.store.postgres.partitions import Partitions
 from townsquare.store.postgres.textsearch import (
     LANGUAGE_CONFIGS,
     RANK_NORMALIZATION,
@@ -51,21 +48,15 @@ from townsquare.store.postgres.textsearch import (
     tsquery_sql,
 )
 from townsquare.store.postgres.writer import BatchWriter
-from townsquare.textfold import fold
+from townsquare.store.records import RetentionResult
+from townsquare.store.sql.accounts import SqlAccounts
+from townsquare.store.sql.dialect import Dialect
+from townsquare.store.sql.filters import filter_sql
+from townsquare.store.sql.posts import SqlPeople, SqlPosts
+from townsquare.store.sql.watches import SqlWatches
 
 log = logging.getLogger(__name__)
 
-_POST_COLS = (
-    "p.key, p.id, p.source, p.author, p.author_id, p.author_name, p.text, p.created_at, "
-    "p.indexed_at, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
-    "p.likes, p.reposts, p.replies, p.quotes"
-)
-#: An author row, with its last post time and post count read from ``posts``.
-_AUTHOR_COLS = (
-    "a.id, a.source, a.handle, a.display_name, a.first_at, "
-    "(SELECT max(created_at) FROM posts WHERE author_id = a.id), "
-    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
-)
 #: Transient conflicts between concurrent writers: the transaction is retried whole.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 APPLY_ATTEMPTS = 6
@@ -80,84 +71,31 @@ _LEXICAL = sql.SQL(
 )
 
 
-def row_to_post(row: Sequence[Any]) -> Post:
-    return Post(
-        id=row[1], source=row[2], author=row[3], author_id=row[4], author_name=row[5],
-        text=row[6], created_at=row[7], indexed_at=row[8], url=row[9], lang=row[10],
-        hashtags=row[11].split() if row[11] else [],
-        mentions=row[12].split() if row[12] else [],
-        reply_to=row[13], quote_of=row[14],
-        likes=row[15], reposts=row[16], replies=row[17], quotes=row[18],
-    )
-
-
-def row_to_author(row: Sequence[Any]) -> Author:
-    return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
-                  first_seen=row[4], last_seen=row[5] or row[4], posts=int(row[6] or 0))
-
-
-def filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
-    """SQL predicates (on alias ``p``) for the filters, and their parameters."""
-    where: list[str] = []
-    params: list[Any] = []
-    if f.since is not None:
-        where.append("p.created_at >= %s")
-        params.append(f.since)
-    if f.until is not None:
-        where.append("p.created_at <= %s")
-        params.append(f.until)
-    if f.authors:
-        names = [a.lower().lstrip("@") for a in f.authors]
-        where.append("(lower(p.author) = ANY(%s) OR lower(p.author_id) = ANY(%s))")
-        params += [names, names]
-    if f.exclude_authors:
-        names = [a.lower().lstrip("@") for a in f.exclude_authors]
-        where.append("lower(p.author) <> ALL(%s) AND lower(p.author_id) <> ALL(%s)")
-        params += [names, names]
-    if f.sources:
-        where.append("p.source = ANY(%s)")
-        params.append(list(f.sources))
-    if f.langs:
-        where.append("p.lang = ANY(%s)")
-        params.append(list(f.langs))
-    for tag in f.hashtags:
-        where.append("position(' ' || %s || ' ' in ' ' || p.hashtags || ' ') > 0")
-        params.append(tag.lower().lstrip("#"))
-    for domains, neg in ((f.domains, ""), (f.exclude_domains, "NOT ")):
-        if domains:
-            names = [normalize_domain(d) for d in domains]
-            host = f"coalesce({_HOST}, '')"
-            where.append(f"{neg}({host} = ANY(%s) OR {host} LIKE ANY(%s))")
-            params += [names, ["%." + _like(d) for d in names]]
-    if f.min_likes is not None:
-        where.append("coalesce(p.likes, 0) >= %s")
-        params.append(f.min_likes)
-    if f.scopes:
-        alternatives = []
-        for scope in f.scopes:
-            sub, sub_params = filter_sql(scope)
-            alternatives.append("(" + (" AND ".join(sub) or "TRUE") + ")")
-            params += sub_params
-        where.append("(" + " OR ".join(alternatives) + ")")
-    return where, params
-
-
 #: The lower-cased host of a post's URL (scheme, optional user info, host).
 _HOST = r"lower(substring(p.url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/@?#]*@)?([^/:?#]+)'))"
 
+#: Times as timestamptz; engagement counts in ``posts``' own columns; hosts by a regex.
+DIALECT = Dialect(
+    name="postgresql", param="%s", epoch_ms=False, same="IS NOT DISTINCT FROM",
+    posts="posts p", counts="p", host=f"coalesce({_HOST}, '')", likes="coalesce(p.likes, 0)",
+    handle_is="lower(a.handle) = lower(%s)",
+    json_value=lambda obj: Jsonb(obj, dumps=_dumps),
+)
 
-def _like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, default=str)
 
 
 def _and(where: list[str]) -> str:
     return "".join(" AND " + w for w in where)
 
 
-class PostgresStore(AccountsMixin, Store):
+class PostgresStore(SqlPosts, SqlPeople, SqlAccounts, SqlWatches, Store):
     """PostgreSQL 13+; see :mod:`townsquare.store.postgres.migrations` for the layout."""
 
     kind = "postgresql"
+    dialect = DIALECT
 
     def __init__(self, url: str, read_only: bool = False) -> None:
         self.db = Database(url, read_only=read_only)
@@ -204,58 +142,33 @@ class PostgresStore(AccountsMixin, Store):
             | psycopg.errors.ProgramLimitExceeded
         )
 
-    def set_embedder_name(self, name: str, dim: int) -> None:
-        """Record which embedder writes vectors; refuse to mix two."""
-        wanted = f"{name}/{dim}"
-        with self.db.connection() as conn:
-            conn.execute(
-                "INSERT INTO meta(k, v) VALUES ('embedder', %s) ON CONFLICT (k) DO NOTHING",
-                (wanted,),
-            )
-        current = self.embedder_name()
-        if current != wanted:
-            raise ValueError(
-                f"this store holds vectors from embedder {current!r}, not {wanted}; "
-                "use the same --embedder or a fresh store"
-            )
-
-    def get_cursor(self, stream_key: str) -> str | None:
-        with self.db.connection() as conn:
-            row = conn.execute(
-                "SELECT cursor FROM cursors WHERE stream_key = %s", (stream_key,)
-            ).fetchone()
-        return row[0] if row else None
-
-    def cursors(self) -> dict[str, str]:
-        with self.db.connection() as conn:
-            return dict(conn.execute("SELECT stream_key, cursor FROM cursors").fetchall())
-
     # -- reads --------------------------------------------------------------
 
     def get_post(self, post_id: str) -> Post | None:
         with self.db.connection() as conn:
             row = conn.execute(
-                f"SELECT {_POST_COLS} FROM post_ids i JOIN posts p "
-                "ON p.key = i.key AND p.created_at = i.created_at WHERE i.id = %s",
+                DIALECT.sql("SELECT {post_cols} FROM post_ids i JOIN posts p "
+                            "ON p.key = i.key AND p.created_at = i.created_at WHERE i.id = ?"),
                 (post_id,),
             ).fetchone()
-        return row_to_post(row) if row else None
+        return self._post(row) if row else None
 
     def posts_by_keys(
         self, keys: Sequence[int], filters: SearchFilters | None = None
     ) -> dict[int, Post]:
         if not len(keys):
             return {}
-        where, params = filter_sql(filters or SearchFilters())
+        where, params = filter_sql(filters or SearchFilters(), DIALECT)
         # post_ids says which partitions hold the keys: only those are probed.
         query = (
-            f"SELECT {_POST_COLS} FROM posts p WHERE p.key = ANY(%s) AND p.created_at = ANY("
-            "ARRAY(SELECT created_at FROM post_ids WHERE key = ANY(%s)))" + _and(where)
+            DIALECT.sql("SELECT {post_cols} FROM posts p WHERE p.key = ANY(?) AND p.created_at "
+                        "= ANY(ARRAY(SELECT created_at FROM post_ids WHERE key = ANY(?)))")
+            + _and(where)
         )
         wanted = [int(k) for k in keys]
         with self.db.connection() as conn:
             rows = conn.execute(query, [wanted, wanted, *params]).fetchall()
-        return {row[0]: row_to_post(row) for row in rows}
+        return {row[0]: self._post(row) for row in rows}
 
     def lexical(self, query: str, filters: SearchFilters, limit: int) -> list[Candidate]:
         """The best of the newest ``LEXICAL_WINDOW`` matches, by ``ts_rank_cd``.
@@ -272,7 +185,7 @@ class PostgresStore(AccountsMixin, Store):
         if built is None:
             return []
         tsquery, qparams = built
-        where, params = filter_sql(filters)
+        where, params = filter_sql(filters, DIALECT)
         with self.db.connection() as conn:
             # Normalize first, then search with the tsquery as a plain value,
             # planned for that value (prepare=False: never a generic plan). With
@@ -289,156 +202,30 @@ class PostgresStore(AccountsMixin, Store):
             rows = conn.execute(stmt, [row[0], row[0], *params, limit], prepare=False).fetchall()
         return [Candidate(key=r[0], score=float(r[1])) for r in rows]
 
-    def recent(self, filters: SearchFilters, limit: int) -> list[Candidate]:
-        where, params = filter_sql(filters)
-        query = (
-            "SELECT p.key, extract(epoch FROM p.created_at)::float8 FROM posts p WHERE true"
-            + _and(where) + " ORDER BY p.created_at DESC LIMIT %s"
-        )
-        with self.db.connection() as conn:
-            rows = conn.execute(query, [*params, limit]).fetchall()
-        return [Candidate(key=r[0], score=float(r[1])) for r in rows]
+    def _reading(self) -> AbstractContextManager[psycopg.Connection]:
+        return self.db.connection()
 
-    def last_key(self) -> int:
-        with self.db.connection() as conn:
-            row = conn.execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()
-        return int(row[0]) if row else 0
+    def _writing(self) -> AbstractContextManager[psycopg.Connection]:
+        return self.db.transaction()
 
-    def iter_posts(
-        self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
-    ) -> Iterator[tuple[int, Post]]:
-        last = after_key
-        while True:
-            query = f"SELECT {_POST_COLS} FROM posts p WHERE p.key > %s"
-            params: list[Any] = [last]
-            if since is not None:
-                query += " AND p.created_at >= %s"
-                params.append(since)
-            with self.db.connection() as conn:
-                rows = conn.execute(query + " ORDER BY p.key LIMIT %s", [*params, batch]).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield row[0], row_to_post(row)
-            last = rows[-1][0]
-
-    def vectors_since(self, seq: int, limit: int = 100_000) -> StoredVectors:
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT seq, post_key, created_ms, scale, vec FROM embeddings WHERE seq > %s "
-                "ORDER BY seq LIMIT %s",
-                (seq, limit),
-            ).fetchall()
-        if not rows:
-            empty = np.zeros(0, dtype=np.int64)
-            return StoredVectors(empty, empty, empty, np.zeros((0, 0), np.int8),
-                                 np.zeros(0, np.float32))
-        vecs = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.int8).reshape(len(rows), -1)
-        return StoredVectors(
-            seqs=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-            keys=np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-            created_ms=np.fromiter((r[2] for r in rows), np.int64, len(rows)),
-            vectors=vecs,
-            scales=np.fromiter((r[3] for r in rows), np.float32, len(rows)),
-        )
-
-    def embedder_name(self) -> str | None:
-        with self.db.connection() as conn:
-            row = conn.execute("SELECT v FROM meta WHERE k = 'embedder'").fetchone()
-        return row[0] if row else None
-
-    def stats(self) -> dict[str, Any]:
-        with self.db.connection() as conn:
-            sources = {
-                src: {"posts": n, "newest_created_at": newest, "newest_indexed_at": ix}
-                for src, n, newest, ix in conn.execute(
-                    "SELECT source, count(*), max(created_at), max(indexed_at) FROM posts "
-                    "GROUP BY source ORDER BY source"
-                )
-            }
-            quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()
-            vectors = conn.execute("SELECT count(*) FROM embeddings").fetchone()
-            size = conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
-                (self.db.schema,),
-            ).fetchone()
+    def _engine_stats(self, conn: Any) -> dict[str, Any]:
+        size = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+            (self.db.schema,),
+        ).fetchone()
         return {
             "store": self.db.target.redacted(),
-            "posts": sum(s["posts"] for s in sources.values()),
-            "sources": sources,
-            "quarantined": int(quarantined[0]) if quarantined else 0,
-            "vectors": int(vectors[0]) if vectors else 0,
-            "embedder": self.embedder_name(),
             "file_bytes": int(size[0]) if size else 0,
             "partitions": len(self.partitions.existing()),
             "unaccent": self.db.info.unaccent is not None,
             "dense": "in-process (vectors_since)",
         }
 
-    def quarantined(self, limit: int = 50) -> list[QuarantineRecord]:
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, source, raw, reason, at FROM quarantine ORDER BY id DESC LIMIT %s",
-                (limit,),
-            ).fetchall()
-        return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
-
-    # -- people and threads -------------------------------------------------
-
-    def get_author(self, key: str) -> Author | None:
-        with self.db.connection() as conn:
-            row = conn.execute(
-                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = %s", (key,)
-            ).fetchone() or conn.execute(
-                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE lower(a.handle) = lower(%s) "
-                "ORDER BY a.first_at DESC LIMIT 1", (key.lstrip("@"),)
-            ).fetchone()
-        return row_to_author(row) if row else None
-
-    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
-        folded = list(dict.fromkeys(fold(w) for w in words if w))[:32]
-        if not folded:
-            return []
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n "
-                "FROM author_words WHERE word = ANY(%s) GROUP BY author_id "
-                "ORDER BY n DESC LIMIT 200) w JOIN authors a ON a.id = w.author_id",
-                (folded,),
-            ).fetchall()
-        floor = datetime.min.replace(tzinfo=UTC)
-        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or floor), reverse=True)
-        return [(row_to_author(r), int(r[7])) for r in rows[:limit]]
-
-    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT id FROM authors WHERE handle = id AND source = %s "
-                "AND (looked_up_at IS NULL OR looked_up_at < %s) ORDER BY first_at DESC LIMIT %s",
-                (source, retry_before, limit),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
-        if not ids:
-            return
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE authors SET looked_up_at = %s WHERE id = ANY(%s)",
-                         (at, sorted(ids)))
-
-    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
-        col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_POST_COLS} FROM posts p WHERE p.{col} = %s "
-                "ORDER BY p.created_at LIMIT %s",
-                (post_id, limit),
-            ).fetchall()
-        return [row_to_post(r) for r in rows]
-
     # -- retention ------------------------------------------------------------
+
+    drops_partitions = True
 
     def drop_partitions_before(self, cutoff: datetime, dry_run: bool = False) -> RetentionResult:
         """Drop whole day partitions older than ``cutoff`` and forget their posts."""

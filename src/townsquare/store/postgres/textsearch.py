@@ -31,7 +31,7 @@ from typing import Any
 
 from psycopg import sql
 
-from townsquare.store.sqlite.fts import query_tokens
+from townsquare.store.query_words import query_tokens
 
 #: Post language code -> PostgreSQL's built-in configuration for it.
 LANGUAGE_CONFIGS: dict[str, str] = {

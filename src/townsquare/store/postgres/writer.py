@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from townsquare.index.quantize import quantize
 from townsquare.model import (
     Delete,
     Engage,
@@ -48,6 +47,7 @@ from townsquare.model import (
     Upsert,
     quarantine,
 )
+from townsquare.quantize import quantize
 from townsquare.store.base import ApplyResult
 from townsquare.store.people import directory_update, name_words, resolve_handles
 

@@ -243,9 +243,38 @@ def m006_quarantine_digest(conn: sqlite3.Connection) -> None:
     )
 
 
+def m007_watches(conn: sqlite3.Connection) -> None:
+    """Standing queries live in the store, so every process on the file sees the same
+    ones (they were ``<home>/watches.json``; the service imports that file once).
+
+    ``spec`` is the watch's definition as :mod:`townsquare.watches` writes it
+    (JSON); ``watch_claims`` are the items reported for a watch (``post:<id>``,
+    ``story:<id>``): the first claim wins, so a webhook goes out once.
+    """
+    run_script(conn,
+        """
+        CREATE TABLE watches (
+            id TEXT PRIMARY KEY,
+            owner INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            secret TEXT NOT NULL,
+            spec TEXT NOT NULL
+        );
+        CREATE INDEX watches_owner ON watches(owner, created_ms);
+        CREATE TABLE watch_claims (
+            watch_id TEXT NOT NULL,
+            item TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (watch_id, item)
+        ) WITHOUT ROWID;
+        CREATE INDEX watch_claims_at ON watch_claims(at_ms);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_posts, m002_accounts, m003_fts_insert_without_trigger, m004_people_threads_engagement,
-    m005_conversation_titles, m006_quarantine_digest,
+    m005_conversation_titles, m006_quarantine_digest, m007_watches,
 ]
 
 

@@ -1,4 +1,10 @@
-"""The embedded store: posts, FTS5 index, vectors and cursors in one SQLite file."""
+"""The embedded store: posts, FTS5 index, vectors and cursors in one SQLite file.
+
+What both engines say alike (accounts, watches, the people and post reads,
+filters) is :mod:`townsquare.store.sql`'s, spoken in :data:`DIALECT`; this
+module is SQLite's own part: the ingest transaction, hydration by key and
+BM25 over FTS5.
+"""
 
 from __future__ import annotations
 
@@ -6,48 +12,41 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from townsquare.index.quantize import quantize
 from townsquare.model import Delete, Engage, Event, Identity, Post, Quarantine, Upsert
+from townsquare.quantize import quantize
 from townsquare.store import STORES
-from townsquare.store.base import (
-    ApplyResult,
-    Candidate,
-    QuarantineRecord,
-    Related,
-    SearchFilters,
-    Store,
-    StoredVectors,
-    normalize_domain,
-)
-from townsquare.store.people import (
-    Author,
-    directory_update,
-    name_words,
-    resolve_handles,
-)
+from townsquare.store.base import ApplyResult, Candidate, SearchFilters, Store
+from townsquare.store.people import directory_update, name_words, resolve_handles
+from townsquare.store.query_words import query_tokens
+from townsquare.store.sql.accounts import SqlAccounts
+from townsquare.store.sql.dialect import Dialect
+from townsquare.store.sql.filters import filter_sql
+from townsquare.store.sql.posts import SqlPeople, SqlPosts
+from townsquare.store.sql.watches import SqlWatches
 from townsquare.store.sqlite import bm25
-from townsquare.store.sqlite.accounts import AccountsMixin
 from townsquare.store.sqlite.database import Database
-from townsquare.store.sqlite.fts import query_tokens, quote_token
-from townsquare.textfold import fold
+
+#: Times in epoch ms; engagement counts in a narrow side table (a like rewrites
+#: 40 bytes, not a post); hosts through the ``url_host`` function ``Database``
+#: registers (SQLite has no URL parser).
+DIALECT = Dialect(
+    name="sqlite", param="?", epoch_ms=True, same="IS",
+    posts="posts p LEFT JOIN engagement e ON e.post_key = p.key", counts="e",
+    host="url_host(p.url)",
+    likes="coalesce((SELECT likes FROM engagement WHERE post_key = p.key), 0)",
+    handle_is="a.handle = ? COLLATE NOCASE",
+)
 
 #: Words of a query that get their own newest-first candidate slots.
 MAX_LEXICAL_TOKENS = 8
-
-_POST_COLS = (
-    "p.key, p.id, p.source, p.author, p.author_id, p.author_name, p.text, p.created_ms, "
-    "p.indexed_ms, p.url, p.lang, p.hashtags, p.mentions, p.reply_to, p.quote_of, "
-    "e.likes, e.reposts, e.replies, e.quotes"
-)
-#: Posts with their engagement counts (a narrow table: a like rewrites 40 bytes, not a post).
-_POSTS = "posts p LEFT JOIN engagement e ON e.post_key = p.key"
 
 _UPSERT = """
 INSERT INTO posts (id, source, author, author_id, author_name, text, created_ms, indexed_ms,
@@ -95,20 +94,15 @@ INSERT INTO authors (id, source, handle, display_name, first_ms) VALUES (?,?,?,?
 ON CONFLICT(id) DO NOTHING
 """
 
-#: An author row, with its last post time and post count read from ``posts``.
-_AUTHOR_COLS = (
-    "a.id, a.source, a.handle, a.display_name, a.first_ms, "
-    "(SELECT max(created_ms) FROM posts WHERE author_id = a.id), "
-    "(SELECT count(*) FROM posts WHERE author_id = a.id)"
-)
-
-
 def to_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+def quote_token(token: str) -> str:
+    """One token as an FTS5 string literal: never an operator, column or prefix
+    (datasette's ``quote_fts``): ``NOT``, ``OR``, ``*``, ``NEAR``, ``col:`` and
+    stray quotes stay plain words."""
+    return '"' + token.replace('"', '""') + '"'
 
 
 def _raw_text(raw: Any) -> str | None:
@@ -119,29 +113,6 @@ def _raw_text(raw: Any) -> str | None:
     if isinstance(raw, str):
         return raw
     return json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def row_to_post(row: Sequence[Any]) -> Post:
-    return Post(
-        id=row[1],
-        source=row[2],
-        author=row[3],
-        author_id=row[4],
-        author_name=row[5],
-        text=row[6],
-        created_at=from_ms(row[7]),
-        indexed_at=from_ms(row[8]),
-        url=row[9],
-        lang=row[10],
-        hashtags=row[11].split() if row[11] else [],
-        mentions=row[12].split() if row[12] else [],
-        reply_to=row[13],
-        quote_of=row[14],
-        likes=row[15],
-        reposts=row[16],
-        replies=row[17],
-        quotes=row[18],
-    )
 
 
 def _count_thread(conn: Any, new: Sequence[Post]) -> None:
@@ -159,16 +130,11 @@ def _count_thread(conn: Any, new: Sequence[Post]) -> None:
         conn.executemany(_COUNT_QUOTES, [(n, pid) for pid, n in quotes.items()])
 
 
-def row_to_author(row: Sequence[Any]) -> Author:
-    return Author(id=row[0], source=row[1], handle=row[2], display_name=row[3],
-                  first_seen=from_ms(row[4]), last_seen=from_ms(row[5] or row[4]),
-                  posts=row[6] or 0)
-
-
-class SQLiteStore(AccountsMixin, Store):
+class SQLiteStore(SqlPosts, SqlPeople, SqlAccounts, SqlWatches, Store):
     """SQLite in WAL mode; see :mod:`townsquare.store.sqlite.database` for the threading."""
 
     kind = "sqlite"
+    dialect = DIALECT
 
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         sync = os.environ.get("TOWNSQUARE_SQLITE_SYNC", "NORMAL").upper()
@@ -433,53 +399,30 @@ class SQLiteStore(AccountsMixin, Store):
             "INSERT OR REPLACE INTO meta(k, v) VALUES ('vector_seq', ?)", (str(self._next_seq),)
         )
 
-    def set_embedder_name(self, name: str, dim: int) -> None:
-        """Record which embedder writes vectors; refuse to mix two."""
-        current = self.embedder_name()
-        if current and current != f"{name}/{dim}":
-            raise ValueError(
-                f"this store holds vectors from embedder {current!r}, not {name}/{dim}; "
-                "use the same --embedder or a fresh store"
-            )
-        if not current:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(k, v) VALUES ('embedder', ?)", (f"{name}/{dim}",)
-                )
-
-    def get_cursor(self, stream_key: str) -> str | None:
-        row = self.db.reader().execute(
-            "SELECT cursor FROM cursors WHERE stream_key = ?", (stream_key,)
-        ).fetchone()
-        return row[0] if row else None
-
-    def cursors(self) -> dict[str, str]:
-        return dict(self.db.reader().execute("SELECT stream_key, cursor FROM cursors"))
-
     # -- reads --------------------------------------------------------------
 
     def get_post(self, post_id: str) -> Post | None:
         row = self.db.reader().execute(
-            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.id = ?", (post_id,)
+            DIALECT.sql("SELECT {post_cols} FROM {posts} WHERE p.id = ?"), (post_id,)
         ).fetchone()
-        return row_to_post(row) if row else None
+        return self._post(row) if row else None
 
     def posts_by_keys(
         self, keys: Sequence[int], filters: SearchFilters | None = None
     ) -> dict[int, Post]:
         if not keys:
             return {}
-        where, params = _filter_sql(filters or SearchFilters())
+        where, params = filter_sql(filters or SearchFilters(), DIALECT)
         out: dict[int, Post] = {}
         conn = self.db.reader()
         for i in range(0, len(keys), 500):
             chunk = [int(k) for k in keys[i : i + 500]]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key IN ({marks})"
+            sql = DIALECT.sql("SELECT {post_cols} FROM {posts} WHERE p.key IN ") + f"({marks})"
             if where:
                 sql += " AND " + " AND ".join(where)
             for row in conn.execute(sql, [*chunk, *params]):
-                out[row[0]] = row_to_post(row)
+                out[row[0]] = self._post(row)
         return out
 
     def lexical(self, query: str, filters: SearchFilters, limit: int) -> list[Candidate]:
@@ -501,7 +444,7 @@ class SQLiteStore(AccountsMixin, Store):
         tokens = query_tokens(query)[:MAX_LEXICAL_TOKENS]
         if not tokens:
             return []
-        where, params = _filter_sql(filters)
+        where, params = filter_sql(filters, DIALECT)
         conn = self.db.reader()
         lower = self._key_lower_bound(conn, filters.since)
         body = (
@@ -550,203 +493,22 @@ class SQLiteStore(AccountsMixin, Store):
         ).fetchone()
         return (row[0] or 0) + 1
 
-    def recent(self, filters: SearchFilters, limit: int) -> list[Candidate]:
-        where, params = _filter_sql(filters)
-        sql = "SELECT key, created_ms FROM posts p"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_ms DESC LIMIT ?"
-        rows = self.db.reader().execute(sql, [*params, limit]).fetchall()
-        return [Candidate(key=r[0], score=r[1] / 1000.0) for r in rows]
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        return nullcontext(self.db.reader())
 
-    def last_key(self) -> int:
-        row = self.db.reader().execute("SELECT coalesce(max(key), 0) FROM posts").fetchone()
-        return int(row[0])
+    def _writing(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self.db.transaction()
 
-    def iter_posts(
-        self, since: datetime | None = None, after_key: int = 0, batch: int = 1000
-    ) -> Iterator[tuple[int, Post]]:
-        conn = self.db.reader()
-        last = after_key
-        while True:
-            sql = f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.key > ?"
-            params: list[Any] = [last]
-            if since is not None:
-                sql += " AND p.created_ms >= ?"
-                params.append(to_ms(since))
-            rows = conn.execute(sql + " ORDER BY p.key LIMIT ?", [*params, batch]).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield row[0], row_to_post(row)
-            last = rows[-1][0]
-
-    def vectors_since(self, seq: int, limit: int = 100_000) -> StoredVectors:
-        rows = self.db.reader().execute(
-            "SELECT seq, post_key, created_ms, scale, vec FROM embeddings WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
-        if not rows:
-            empty = np.zeros(0, dtype=np.int64)
-            return StoredVectors(empty, empty, empty, np.zeros((0, 0), np.int8),
-                                 np.zeros(0, np.float32))
-        vecs = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.int8).reshape(len(rows), -1)
-        return StoredVectors(
-            seqs=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-            keys=np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-            created_ms=np.fromiter((r[2] for r in rows), np.int64, len(rows)),
-            vectors=vecs,
-            scales=np.fromiter((r[3] for r in rows), np.float32, len(rows)),
-        )
-
-    def embedder_name(self) -> str | None:
-        row = self.db.reader().execute("SELECT v FROM meta WHERE k = 'embedder'").fetchone()
-        return row[0] if row else None
-
-    def stats(self) -> dict[str, Any]:
-        conn = self.db.reader()
-        sources = {
-            src: {
-                "posts": n,
-                "newest_created_at": from_ms(newest),
-                "newest_indexed_at": from_ms(ix),
-            }
-            for src, n, newest, ix in conn.execute(
-                "SELECT source, count(*), max(created_ms), max(indexed_ms) FROM posts "
-                "GROUP BY source ORDER BY source"
-            )
-        }
-        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
-        vectors = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    def _engine_stats(self, conn: Any) -> dict[str, Any]:
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        return {
-            "store": f"sqlite:///{self.path}",
-            "posts": sum(s["posts"] for s in sources.values()),
-            "sources": sources,
-            "quarantined": quarantined,
-            "vectors": vectors,
-            "embedder": self.embedder_name(),
-            "file_bytes": pages * page_size,
-        }
-
-    def quarantined(self, limit: int = 50) -> list[QuarantineRecord]:
-        rows = self.db.reader().execute(
-            "SELECT id, source, raw, reason, at_ms FROM quarantine ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [QuarantineRecord(r[0], r[1], bytes(r[2]), r[3], from_ms(r[4])) for r in rows]
-
-    # -- people and threads -------------------------------------------------
-
-    def get_author(self, key: str) -> Author | None:
-        conn = self.db.reader()
-        row = conn.execute(
-            f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.id = ?", (key,)
-        ).fetchone()
-        if row is None:
-            row = conn.execute(
-                f"SELECT {_AUTHOR_COLS} FROM authors a WHERE a.handle = ? COLLATE NOCASE "
-                "ORDER BY a.first_ms DESC LIMIT 1", (key.lstrip("@"),)
-            ).fetchone()
-        return row_to_author(row) if row else None
-
-    def find_authors(self, words: Sequence[str], limit: int = 20) -> list[tuple[Author, int]]:
-        folded = list(dict.fromkeys(fold(w) for w in words if w))[:32]
-        if not folded:
-            return []
-        marks = ",".join("?" * len(folded))
-        # The best-matched few hundred, then their post counts (read from posts) rank them.
-        rows = self.db.reader().execute(
-            f"SELECT {_AUTHOR_COLS}, w.n FROM (SELECT author_id, count(*) AS n FROM author_words "
-            f"WHERE word IN ({marks}) GROUP BY author_id ORDER BY n DESC LIMIT 200) w "
-            "JOIN authors a ON a.id = w.author_id",
-            folded,
-        ).fetchall()
-        rows.sort(key=lambda r: (r[7], r[6] or 0, r[5] or 0), reverse=True)
-        return [(row_to_author(r), r[7]) for r in rows[:limit]]
-
-    def authors_to_look_up(self, source: str, limit: int, retry_before: datetime) -> list[str]:
-        rows = self.db.reader().execute(
-            "SELECT id FROM authors WHERE handle = id AND source = ? "
-            "AND (looked_up_ms IS NULL OR looked_up_ms < ?) ORDER BY first_ms DESC LIMIT ?",
-            (source, to_ms(retry_before), limit),
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def mark_looked_up(self, ids: Sequence[str], at: datetime) -> None:
-        if not ids:
-            return
-        with self.db.transaction() as conn:
-            conn.executemany("UPDATE authors SET looked_up_ms = ? WHERE id = ?",
-                             [(to_ms(at), i) for i in ids])
-
-    def related_posts(self, post_id: str, kind: Related, limit: int = 50) -> list[Post]:
-        col = {"replies": "reply_to", "quotes": "quote_of"}[kind]
-        rows = self.db.reader().execute(
-            f"SELECT {_POST_COLS} FROM {_POSTS} WHERE p.{col} = ? ORDER BY p.created_ms LIMIT ?",
-            (post_id, limit),
-        ).fetchall()
-        return [row_to_post(r) for r in rows]
+        return {"store": f"sqlite:///{self.path}", "file_bytes": pages * page_size}
 
     def integrity_check(self) -> str:
         return str(self.db.reader().execute("PRAGMA integrity_check").fetchone()[0])
 
     def close(self) -> None:
         self.db.close()
-
-
-def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:
-    """SQL predicates (on alias ``p``) for the filters, and their parameters."""
-    where: list[str] = []
-    params: list[Any] = []
-    if f.since is not None:
-        where.append("p.created_ms >= ?")
-        params.append(to_ms(f.since))
-    if f.until is not None:
-        where.append("p.created_ms <= ?")
-        params.append(to_ms(f.until))
-    if f.authors:
-        names = [a.lower().lstrip("@") for a in f.authors]
-        marks = ",".join("?" * len(names))
-        where.append(f"(lower(p.author) IN ({marks}) OR lower(p.author_id) IN ({marks}))")
-        params += names + names
-    if f.exclude_authors:
-        names = [a.lower().lstrip("@") for a in f.exclude_authors]
-        marks = ",".join("?" * len(names))
-        where.append(f"lower(p.author) NOT IN ({marks}) AND lower(p.author_id) NOT IN ({marks})")
-        params += names + names
-    if f.sources:
-        where.append(f"p.source IN ({','.join('?' * len(f.sources))})")
-        params += list(f.sources)
-    if f.langs:
-        where.append(f"p.lang IN ({','.join('?' * len(f.langs))})")
-        params += list(f.langs)
-    for tag in f.hashtags:
-        where.append("(' ' || p.hashtags || ' ') LIKE ?")
-        params.append(f"% {tag.lower().lstrip('#')} %")
-    if f.domains or f.exclude_domains:
-        host = "url_host(p.url)"
-        for domains, neg in ((f.domains, ""), (f.exclude_domains, "NOT ")):
-            if not domains:
-                continue
-            names = [normalize_domain(d) for d in domains]
-            tests = [f"({host} = ? OR substr({host}, -?) = ?)" for _ in names]
-            where.append(f"{neg}(" + " OR ".join(tests) + ")")
-            for d in names:
-                params += [d, len(d) + 1, "." + d]
-    if f.min_likes is not None:
-        where.append("coalesce((SELECT likes FROM engagement WHERE post_key = p.key), 0) >= ?")
-        params.append(f.min_likes)
-    if f.scopes:
-        alternatives = []
-        for scope in f.scopes:
-            sub, sub_params = _filter_sql(scope)
-            alternatives.append("(" + (" AND ".join(sub) or "1") + ")")
-            params += sub_params
-        where.append("(" + " OR ".join(alternatives) + ")")
-    return where, params
 
 
 @STORES.register("sqlite")

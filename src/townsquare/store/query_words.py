@@ -1,9 +1,9 @@
-"""Turning user text into a safe FTS5 query.
+"""The words of a search query, shared by both engines' full-text search.
 
-User text never becomes FTS5 syntax: every token is double-quoted (so
-``NOT``, ``OR``, ``*``, ``NEAR``, ``col:`` and stray quotes are plain words),
-as datasette's ``quote_fts`` does. Tokens are OR-ed, because questions are
-sentences ("what are people saying about the delays?") and BM25 already
+User text never becomes query syntax: each engine quotes these words its own
+way (SQLite: every token double-quoted, ``sqlite/store.py``; PostgreSQL:
+normalized by the server, ``postgres/textsearch.py``). Tokens are OR-ed,
+because questions are sentences ("what are people saying about the delays?") and BM25 already
 rewards posts that contain more of them; stop words are dropped unless the
 query is nothing but stop words.
 """
@@ -40,8 +40,3 @@ def query_tokens(text: str) -> list[str]:
     for t in content or tokens:
         seen.setdefault(t, None)
     return list(seen)[:32]
-
-
-def quote_token(token: str) -> str:
-    """One token as an FTS5 string literal: never an operator, column or prefix."""
-    return '"' + token.replace('"', '""') + '"'

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from townsquare.errors import RequestError
+
 #: Names that reach cloud metadata services or this machine whatever they resolve to.
 BLOCKED_NAMES = frozenset({
     "localhost", "metadata", "metadata.google.internal", "metadata.goog",
@@ -31,8 +33,11 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class DestinationRefused(ValueError):
+class DestinationRefused(RequestError, ValueError):
     """A webhook URL that may not be called (the message says why)."""
+
+    code = "webhook_refused"
+    param = "webhook_url"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Webhook delivery: how each delivery is checked, signed and sent.
 
 Every connection, and every redirect hop (followed by hand, at most 3), goes
-through :class:`~townsquare.service.webhook_guard.DestinationGuard`: the host
+through :class:`~townsquare.watches.guard.DestinationGuard`: the host
 is resolved, every address checked, and the request sent to the checked
 address (the original name goes in ``Host`` and in TLS SNI, so certificates
 are still verified against it). A name that resolves to a public address at
@@ -44,7 +44,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from townsquare import __version__
-from townsquare.service.webhook_guard import DestinationGuard, DestinationRefused, Target
+from townsquare.watches.guard import DestinationGuard, DestinationRefused, Target
 
 log = logging.getLogger(__name__)
 
