@@ -18,8 +18,6 @@ consumer of its own to see what the index workers write.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from townsquare.model import Event, Post, Upsert
+from townsquare.retry import Backoff, Retry
 from townsquare.store import STORES
 from townsquare.store.base import (
     ApplyResult,
@@ -68,7 +67,7 @@ _AUTHOR_COLS = (
 )
 #: Transient conflicts between concurrent writers: the transaction is retried whole.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-APPLY_ATTEMPTS = 6
+APPLY_RETRY = Retry(attempts=6, backoff=Backoff(base=0.05, cap=1.0), retry_on=_RETRYABLE)
 #: Full-text matches ranked per query: the newest this many (see ``lexical``).
 LEXICAL_WINDOW = 1000
 
@@ -179,21 +178,18 @@ class PostgresStore(AccountsMixin, Store):
             # pipeline parse the next batch meanwhile.
             staged()
         self.partitions.ensure(ev.post.created_at for ev in events if isinstance(ev, Upsert))
-        for attempt in range(APPLY_ATTEMPTS):
-            try:
-                with self.db.transaction() as conn:
-                    writer = BatchWriter(conn, datetime.now(UTC))
-                    writer.apply(events)
-                    if vectors:
-                        writer.write_vectors(vectors, self._seq_lock)
-                    writer.save_cursor(stream_key, cursor)
-                return writer.result
-            except _RETRYABLE as exc:
-                if attempt == APPLY_ATTEMPTS - 1:
-                    raise
-                log.info("apply: %s; retrying (%d)", type(exc).__name__, attempt + 1)
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
+
+        def attempt() -> ApplyResult:
+            with self.db.transaction() as conn:
+                writer = BatchWriter(conn, datetime.now(UTC))
+                writer.apply(events)
+                if vectors:
+                    writer.write_vectors(vectors, self._seq_lock)
+                writer.save_cursor(stream_key, cursor)
+            return writer.result
+
+        return APPLY_RETRY.call(attempt, on_retry=lambda exc, n: log.info(
+            "apply: %s; retrying (%d)", type(exc).__name__, n))
 
     def refused_record(self, exc: BaseException) -> bool:
         """Data errors: a value the server will not take (bad encoding, out of
