@@ -390,16 +390,15 @@ async def test_recorded_likes_and_reposts_count_once_across_a_reconnect(
 
 @pytest.mark.shared
 def test_mastodon_counts_are_kept_and_a_status_update_refreshes_them(tmp_path: Path) -> None:
-    from conftest import shared_data
+    from conftest import shared_data, sse_events
     from townsquare.sources._mastodon_parse import MastodonParser
-    from townsquare.sources._sse import decode_sse
 
     text = (shared_data("mastodon") / "mastodon_documentation_examples.sse").read_text(
         encoding="utf-8")
     parser = MastodonParser("mastodon.social")
     store = open_store(str(tmp_path / "m.db"), tmp_path)
     last: tuple[str, dict[str, Any]] | None = None
-    for ev in decode_sse(text.split("\n")):
+    for ev in sse_events(text):
         if ev.event not in ("update", "status.update"):
             continue
         event = parser.parse(ev.event, ev.data)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from httpx_sse import EventSource, ServerSentEvent
 
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app, townsquare
 from townsquare.model import Post
@@ -157,13 +158,10 @@ def fresh(pid: str, text: str, lang: str = "en", author: str = "erin") -> Post:
                 created_at=datetime.now(UTC), lang=lang)
 
 
-async def next_post(lines: AsyncIterator[str]) -> dict[str, Any]:
-    event = None
-    async for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: ") and event == "post":
-            data: dict[str, Any] = json.loads(line[6:])
+async def next_post(events: AsyncIterator[ServerSentEvent]) -> dict[str, Any]:
+    async for event in events:
+        if event.event == "post":
+            data: dict[str, Any] = json.loads(event.data)
             return data
     raise AssertionError("the stream ended")
 
@@ -185,12 +183,12 @@ async def test_the_post_stream_sends_the_newest_then_what_any_writer_commits(
             async with client.stream("GET", "/v1/posts/stream", headers=h,
                                      params={"langs": "fr", "backlog": 5}) as resp:
                 assert resp.status_code == 200
-                lines = resp.aiter_lines()
-                backlog = await next_post(lines)
+                events = EventSource(resp).aiter_sse()
+                backlog = await next_post(events)
                 assert backlog["id"] == "jsonl:s2"  # the only French post stored
                 await add_posts(writer, [fresh("en1", "an English post"),
                                          fresh("fr1", "un billet en français", lang="fr")])
-                got = await asyncio.wait_for(next_post(lines), 10)
+                got = await asyncio.wait_for(next_post(events), 10)
                 assert got["id"] == "jsonl:fr1" and got["lang"] == "fr"
     finally:
         writer.close()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from conftest import sse_events
 from service_helpers import Api, error_of, serve_app
 from townsquare.model import Post
 from townsquare.service import data, openai_compat
@@ -249,7 +250,7 @@ async def outcome(api: Api, h: dict[str, str], body: dict[str, Any]) -> Any:
     options = (opts.max_tokens, opts.temperature, opts.top_p, tuple(opts.stop), opts.seed) \
         if opts else None
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
-        return ("sse", resp.status_code, resp.text.count("data: "), prompt, options)
+        return ("sse", resp.status_code, len(sse_events(resp)), prompt, options)
     payload = resp.json()
     if resp.status_code != 200:
         return (resp.status_code, payload["error"]["code"])
@@ -362,10 +363,9 @@ async def test_return_citations_false_leaves_no_marker_plain_or_streamed() -> No
         api.llm.enqueue(["Trains stopped ", "[1]", ". Storm [2] too."])
         streamed = await api.client.post("/v1/chat/completions", headers=h, json={
             **BASE, "stream": True, "search_parameters": {"return_citations": False}})
-        text = "".join(
-            json.loads(block[6:])["choices"][0]["delta"].get("content") or ""
-            for block in streamed.text.split("\n\n")
-            if block.startswith("data: {") and json.loads(block[6:]).get("choices"))
+        chunks = [json.loads(e.data) for e in sse_events(streamed) if e.data != "[DONE]"]
+        text = "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c.get("choices"))
         assert text == "Trains stopped. Storm too."
         with_cites = await api.client.post("/v1/chat/completions", headers=h, json=BASE)
         results = with_cites.json()["search_results"]
