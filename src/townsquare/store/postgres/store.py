@@ -50,7 +50,7 @@ from townsquare.store.postgres.textsearch import (
     tsquery_sql,
 )
 from townsquare.store.postgres.writer import BatchWriter
-from townsquare.textfold import fold
+from townsquare.text import fold
 
 log = logging.getLogger(__name__)
 

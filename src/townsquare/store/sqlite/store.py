@@ -36,7 +36,7 @@ from townsquare.store.sqlite import bm25
 from townsquare.store.sqlite.accounts import AccountsMixin
 from townsquare.store.sqlite.database import Database
 from townsquare.store.sqlite.fts import query_tokens, quote_token
-from townsquare.textfold import fold
+from townsquare.text import fold
 
 #: Words of a query that get their own newest-first candidate slots.
 MAX_LEXICAL_TOKENS = 8
