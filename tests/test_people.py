@@ -7,13 +7,15 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from factories import make_post
 from replay_servers import HttpReplayServer, Reply, Seen
 from service_helpers import Api, add_posts, error_of, serve_app
 from townsquare.cli import main
@@ -25,14 +27,11 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 DUPONT = "did:plc:dupontjeanxyz"
 
 
-def post(pid: str, author: str, text: str, minutes: float, source: str = "jsonl",
-         **kw: Any) -> Post:
-    return Post(id=f"{source}:{pid}", source=source, author=author, text=text,
-                created_at=NOW - timedelta(minutes=minutes), **kw)
+post = partial(make_post, now=NOW, url=None)
 
 
 def bsky(rkey: str, did: str, text: str, minutes: float, **kw: Any) -> Post:
-    return post(f"at://{did}/app.bsky.feed.post/{rkey}", did, text, minutes, "bluesky",
+    return post(f"at://{did}/app.bsky.feed.post/{rkey}", did, text, minutes, source="bluesky",
                 author_id=did, url=f"https://bsky.app/profile/{did}/post/{rkey}", **kw)
 
 

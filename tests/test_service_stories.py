@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from factories import make_post
 from service_helpers import Api, error_of, serve_app
 from test_service_watches import FedSource, Hook, uvicorn_app, webhook_receiver
 from townsquare.model import Post
@@ -29,9 +30,8 @@ _SAID = [
 def _traffic(now: datetime) -> list[Post]:
     posts = background(now - timedelta(hours=6), hours=6, prefix="jsonl:bg")
     for i in range(24):  # a burst 10 to 35 minutes ago, by many authors
-        posts.append(Post(id=f"jsonl:fire{i}", source="jsonl", author=f"local{i}",
-                          text=f"{FIRE}: {_SAID[i % len(_SAID)]} ({i})",
-                          created_at=now - timedelta(minutes=10 + i)))
+        posts.append(make_post(f"fire{i}", f"local{i}", f"{FIRE}: {_SAID[i % len(_SAID)]} ({i})",
+                               10 + i, now=now, url=None))
     return posts
 
 

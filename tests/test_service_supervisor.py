@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from factories import make_post
 from service_helpers import POSTS, Api, make_runtime, serve_app
-from townsquare.model import Batch, Post, Upsert
+from townsquare.model import Batch, Upsert
 from townsquare.service.demo import DemoSource
 from townsquare.service.supervisor import Supervisor, build_sources
 from townsquare.sources.base import Source, SourceError
@@ -32,8 +33,7 @@ class FlakySource(Source):
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Batch]:
         self.runs += 1
-        post = Post(id=f"jsonl:flaky{self.runs}", source="jsonl", author="flaky",
-                    text=f"run {self.runs}", created_at=datetime.now(UTC))
+        post = make_post(f"flaky{self.runs}", "flaky", f"run {self.runs}", url=None)
         yield Batch([Upsert(post)], str(self.runs))
         if self.runs <= self.failures:
             raise RuntimeError(f"upstream hiccup #{self.runs}")
