@@ -83,7 +83,9 @@ async def test_a_misconfigured_source_fails_without_restarts(home: Path) -> None
     sup = Supervisor(runtime.store, runtime.embedder, [("bad", bad)], backoff_base=0.01)
     await sup.start()
     await wait_for(lambda: sup.statuses()[0].status == "failed")
-    await asyncio.sleep(0.05)
+    (supervised,) = sup
+    # Its task ends rather than backing off: once it has, no restart can follow.
+    await wait_for(lambda: supervised.task is not None and supervised.task.done())
     assert bad.runs == 1 and sup.statuses()[0].last_error == "no such feed"
     await sup.stop()
     runtime.close()
