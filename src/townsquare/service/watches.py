@@ -46,7 +46,6 @@ import re
 import secrets
 import threading
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -63,6 +62,7 @@ from townsquare.service.deps import Services, get_principal
 from townsquare.service.errors import ApiError
 from townsquare.service.webhook_guard import DestinationGuard, DestinationRefused
 from townsquare.service.webhooks import WebhookDispatcher, new_secret
+from townsquare.text import fold
 from townsquare.trends.windows import DEFAULT_WINDOWS
 
 if TYPE_CHECKING:
@@ -86,12 +86,6 @@ WatchKind = Literal["posts", "stories"]
 STORY_WINDOWS = tuple(spec.name for spec in DEFAULT_WINDOWS)
 
 _TOKEN_RE = re.compile(r"\w+")
-
-
-def fold(text: str) -> str:
-    """Lower-case and strip accents, so ``Grève`` matches ``greve``."""
-    text = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in text if not unicodedata.combining(c))
 
 
 def tokens(text: str) -> set[str]:
