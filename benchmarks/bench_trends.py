@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, max_rss_mb, table
 from townsquare.model import Post
 from townsquare.trends import FeatureExtractor, TrendDetector, TrendEngine
+from townsquare.trends.features import STOP_WORDS
 from townsquare.trends.parallel import ParallelExtractor
 from townsquare.trends.replay import load_tweets_csv, replay
-from townsquare.trends.stopwords import STOP_WORDS
 
 TWEETS = SHARED / "tweets" / "Tweets.csv"
 

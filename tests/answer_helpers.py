@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
+import factories
 from townsquare.answer import AnswerEngine, Personas, Policy
 from townsquare.answer.engine import Answer
 from townsquare.llm.base import LLM
@@ -19,13 +21,9 @@ NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 MARKER_RE = re.compile(r"\[(\d+)\]")
 
 
-def make_post(
-    pid: str, author: str, text: str, age: timedelta, now: datetime = NOW, **kw: object
-) -> Post:
-    return Post(
-        id=f"jsonl:{pid}", source="jsonl", author=author, text=text, created_at=now - age,
-        url=f"https://example.org/{pid}", **kw,  # type: ignore[arg-type]
-    )
+#: Posts dated before the engine's pinned clock (``make_post(pid, author, text, age)``).
+make_post = partial(factories.make_post, now=NOW)
+
 
 
 def open_store(tmp_path: Path) -> SQLiteStore:

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data directory per test, and helpers to find ../shared."""
+"""Shared fixtures: an isolated data directory per test, helpers to find ../shared, and
+server-sent events read with httpx-sse (the decoder the Mastodon source uses)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from httpx_sse import EventSource, ServerSentEvent
 
 # Real-engine fixtures (PostgreSQL schema, NATS names, per-engine parametrization).
 from backends import nats_url, pg_url, store_backend, store_url  # noqa: F401
@@ -54,3 +57,10 @@ def write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
 
 def ago(**kw: float) -> str:
     return (datetime.now(UTC) - timedelta(**kw)).isoformat()
+
+
+def sse_events(body: httpx.Response | str) -> list[ServerSentEvent]:
+    """The server-sent events of a whole response (or of an event-stream text)."""
+    if isinstance(body, str):
+        body = httpx.Response(200, headers={"content-type": "text/event-stream"}, text=body)
+    return list(EventSource(body).iter_sse())

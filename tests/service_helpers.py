@@ -11,12 +11,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from factories import make_post
 from townsquare.config import Tier, load_settings
 from townsquare.ingest import Ingestor
 from townsquare.ingest.supervisor import Supervisor
@@ -36,12 +36,8 @@ ROOMY = Tier(requests_per_minute=0, tokens_per_minute=0, concurrent_requests=0,
 TINY = Tier(requests_per_minute=3, tokens_per_minute=0, concurrent_requests=0, monthly_tokens=0)
 
 
-def post(pid: str, author: str, text: str, minutes_ago: float, **kw: Any) -> Post:
-    return Post(
-        id=f"jsonl:{pid}", source="jsonl", author=author, text=text,
-        created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
-        url=f"https://example.org/{pid}", **kw,
-    )
+#: Posts dated by the clock, with example.org URLs (``post(pid, author, text, minutes_ago)``).
+post = make_post
 
 
 POSTS = [

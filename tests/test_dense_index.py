@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from factories import make_post
 from townsquare.index import dense as dense_module
 from townsquare.index.dense import BLOCK, DenseIndex
 from townsquare.index.quantize import dequantize, quantize
-from townsquare.model import Post, Upsert
+from townsquare.model import Upsert
 from townsquare.store.sqlite import SQLiteStore
 
 DIM = 32
@@ -196,8 +198,7 @@ def test_searches_during_writes_see_whole_rows() -> None:
     assert not errors, errors
 
 
-def _post(i: int, text: str, at: datetime) -> Post:
-    return Post(id=f"jsonl:{i}", source="jsonl", author="a", text=text, created_at=at)
+_post = partial(make_post, author="a", url=None)
 
 
 def test_sync_pulls_new_vectors_from_the_sqlite_store(tmp_path: Path) -> None:
@@ -205,7 +206,7 @@ def test_sync_pulls_new_vectors_from_the_sqlite_store(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "t.db")
     try:
         at = datetime(2025, 1, 1, tzinfo=UTC)
-        posts = [_post(i, f"post {i}", at + timedelta(minutes=i)) for i in range(30)]
+        posts = [_post(i, text=f"post {i}", when=at + timedelta(minutes=i)) for i in range(30)]
         vecs = {p.id: v for p, v in zip(posts, unit(rng, 30), strict=True)}
         store.apply("s", [Upsert(p) for p in posts], "c1", vectors=vecs)
 
@@ -216,7 +217,7 @@ def test_sync_pulls_new_vectors_from_the_sqlite_store(tmp_path: Path) -> None:
 
         # An edit re-embeds the post: same key, new vector, one more sequence number.
         new_vec = unit(rng, 1)[0]
-        edited = _post(3, "post 3, edited", at + timedelta(minutes=3))
+        edited = _post(3, text="post 3, edited", when=at + timedelta(minutes=3))
         store.apply("s", [Upsert(edited)], "c2", vectors={edited.id: new_vec})
         seq = index.seq
         assert index.sync(store) == 1

@@ -7,13 +7,15 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from factories import make_post
 from replay_servers import HttpReplayServer, Reply, Seen
 from service_helpers import Api, add_posts, error_of, serve_app
 from townsquare.cli import main
@@ -25,14 +27,11 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 DUPONT = "did:plc:dupontjeanxyz"
 
 
-def post(pid: str, author: str, text: str, minutes: float, source: str = "jsonl",
-         **kw: Any) -> Post:
-    return Post(id=f"{source}:{pid}", source=source, author=author, text=text,
-                created_at=NOW - timedelta(minutes=minutes), **kw)
+post = partial(make_post, now=NOW, url=None)
 
 
 def bsky(rkey: str, did: str, text: str, minutes: float, **kw: Any) -> Post:
-    return post(f"at://{did}/app.bsky.feed.post/{rkey}", did, text, minutes, "bluesky",
+    return post(f"at://{did}/app.bsky.feed.post/{rkey}", did, text, minutes, source="bluesky",
                 author_id=did, url=f"https://bsky.app/profile/{did}/post/{rkey}", **kw)
 
 
@@ -390,16 +389,15 @@ async def test_recorded_likes_and_reposts_count_once_across_a_reconnect(
 
 @pytest.mark.shared
 def test_mastodon_counts_are_kept_and_a_status_update_refreshes_them(tmp_path: Path) -> None:
-    from conftest import shared_data
+    from conftest import shared_data, sse_events
     from townsquare.sources._mastodon_parse import MastodonParser
-    from townsquare.sources._sse import decode_sse
 
     text = (shared_data("mastodon") / "mastodon_documentation_examples.sse").read_text(
         encoding="utf-8")
     parser = MastodonParser("mastodon.social")
     store = open_store(str(tmp_path / "m.db"), tmp_path)
     last: tuple[str, dict[str, Any]] | None = None
-    for ev in decode_sse(text.split("\n")):
+    for ev in sse_events(text):
         if ev.event not in ("update", "status.update"):
             continue
         event = parser.parse(ev.event, ev.data)

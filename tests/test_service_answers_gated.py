@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from conftest import sse_events
 from service_helpers import POSTS, Api, post, serve_app
 
 FETCHABLE = re.compile(r"https?:|www\.|\]\(|!\[|<\s*(?:iframe|svg|video|img|a)\b|url\(|\]:",
@@ -33,11 +34,10 @@ def chat(content: str, **extra: Any) -> dict[str, Any]:
 
 def streamed_text(resp: httpx.Response) -> tuple[str, dict[str, Any]]:
     text, last = "", {}
-    for block in resp.text.split("\n\n"):
-        data = block.removeprefix("data: ").strip()
-        if not data or data == "[DONE]":
+    for event in sse_events(resp):
+        if event.data == "[DONE]":
             continue
-        chunk = json.loads(data)
+        chunk = json.loads(event.data)
         last = chunk
         for choice in chunk.get("choices", []):
             text += choice.get("delta", {}).get("content", "")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
 import pytest
 
+from conftest import sse_events
 from service_helpers import POSTS, Api, error_of, serve_app
 
 CITATION_KEYS = {"n", "id", "author", "author_name", "url", "created_at", "text", "source"}
@@ -18,15 +20,11 @@ def chat(content: str, **extra: Any) -> dict[str, Any]:
     return {"model": "townsquare", "messages": [{"role": "user", "content": content}], **extra}
 
 
-def sse_events(resp: httpx.Response) -> list[Any]:
-    events: list[Any] = []
-    for block in resp.text.split("\n\n"):
-        if not block.strip():
-            continue
-        assert block.startswith("data: "), block
-        data = block[len("data: "):]
-        events.append(data if data == "[DONE]" else json.loads(data))
-    return events
+def openai_events(resp: httpx.Response) -> list[Any]:
+    """The chunks of a streamed completion, its bytes checked as OpenAI frames them."""
+    assert re.fullmatch(rb"(data: [^\r\n]+\n\n)+", resp.content), resp.content[:200]
+    assert resp.content.endswith(b"\n\ndata: [DONE]\n\n")
+    return [e.data if e.data == "[DONE]" else json.loads(e.data) for e in sse_events(resp)]
 
 
 async def test_search_filters_and_shape() -> None:
@@ -123,7 +121,7 @@ async def test_streamed_chat_ends_with_citations_usage_and_done() -> None:
             json=chat("storm damage?", model="townsquare-fun", stream=True))
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
-        events = sse_events(resp)
+        events = openai_events(resp)
         assert events[-1] == "[DONE]"
         chunks = events[:-1]
         assert all(c["object"] == "chat.completion.chunk" for c in chunks)
@@ -146,7 +144,7 @@ async def test_stream_options_include_usage_adds_a_usage_only_chunk() -> None:
         h = Api.auth(api.key("k"))
         resp = await api.client.post("/v1/chat/completions", headers=h, json=chat(
             "storm?", stream=True, stream_options={"include_usage": True}))
-        events = sse_events(resp)
+        events = openai_events(resp)
         last = events[-2]
         assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
         assert events[-3]["choices"][0]["finish_reason"] == "stop"

@@ -8,18 +8,19 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from httpx_sse import EventSource, ServerSentEvent
 
+from factories import make_post
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app, townsquare
 from townsquare.ingest.feed import PostFeed
 from townsquare.ingest.supervisor import build_sources, parse_spec
-from townsquare.model import Post
 from townsquare.service.app import create_app
 from townsquare.sources import SourceError
 
@@ -152,18 +153,13 @@ async def loopback(runtime: Any, trends: bool = False) -> AsyncIterator[httpx.As
         sock.close()
 
 
-def fresh(pid: str, text: str, lang: str = "en", author: str = "erin") -> Post:
-    return Post(id=f"jsonl:{pid}", source="jsonl", author=author, text=text,
-                created_at=datetime.now(UTC), lang=lang)
+fresh = partial(make_post, author="erin", lang="en", url=None)
 
 
-async def next_post(lines: AsyncIterator[str]) -> dict[str, Any]:
-    event = None
-    async for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: ") and event == "post":
-            data: dict[str, Any] = json.loads(line[6:])
+async def next_post(events: AsyncIterator[ServerSentEvent]) -> dict[str, Any]:
+    async for event in events:
+        if event.event == "post":
+            data: dict[str, Any] = json.loads(event.data)
             return data
     raise AssertionError("the stream ended")
 
@@ -185,12 +181,12 @@ async def test_the_post_stream_sends_the_newest_then_what_any_writer_commits(
             async with client.stream("GET", "/v1/posts/stream", headers=h,
                                      params={"langs": "fr", "backlog": 5}) as resp:
                 assert resp.status_code == 200
-                lines = resp.aiter_lines()
-                backlog = await next_post(lines)
+                events = EventSource(resp).aiter_sse()
+                backlog = await next_post(events)
                 assert backlog["id"] == "jsonl:s2"  # the only French post stored
-                await add_posts(writer, [fresh("en1", "an English post"),
-                                         fresh("fr1", "un billet en français", lang="fr")])
-                got = await asyncio.wait_for(next_post(lines), 10)
+                await add_posts(writer, [fresh("en1", text="an English post"),
+                                         fresh("fr1", text="un billet en français", lang="fr")])
+                got = await asyncio.wait_for(next_post(events), 10)
                 assert got["id"] == "jsonl:fr1" and got["lang"] == "fr"
     finally:
         writer.close()
@@ -204,7 +200,7 @@ def test_the_feed_delivers_each_post_once_whichever_path_sees_it_first(home: Pat
         got: list[str] = []
         feed.add_listener(lambda posts, _deleted: got.extend(p.id for p in posts))
         feed.poll_once()  # starts at the present
-        a, b = fresh("a", "first"), fresh("b", "second")
+        a, b = fresh("a", text="first"), fresh("b", text="second")
         asyncio.run(add_posts(runtime, [a, b]))
         feed.heard([a], [])  # the in-process listener heard a, not b
         assert feed.poll_once() == 1
@@ -228,7 +224,7 @@ async def test_watches_hear_posts_another_process_commits(home: Path) -> None:
             async with client.stream("GET", f"/v1/watches/{wid}/events", headers=h) as resp:
                 lines = resp.aiter_lines()
                 assert (await anext(lines)).startswith(": watching")
-                await add_posts(writer, [fresh("w1", "The bridge reopens at noon")])
+                await add_posts(writer, [fresh("w1", text="The bridge reopens at noon")])
                 data = None
                 async for line in lines:
                     if line.startswith("data: "):
@@ -251,7 +247,7 @@ async def test_trends_count_posts_another_process_commits(home: Path) -> None:
             while (await client.get("/v1/trends", headers=h)).status_code == 503:
                 await asyncio.sleep(0.05)  # warming up from the (empty) store
             await add_posts(writer, [
-                fresh(f"f{i}", f"Flood alert at the harbour #hafenflut, {said[i % 4]} ({i})",
+                fresh(f"f{i}", text=f"Flood alert at the harbour #hafenflut, {said[i % 4]} ({i})",
                       author=f"person{i}")
                 for i in range(12)])
             for _ in range(200):

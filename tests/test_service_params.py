@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from conftest import sse_events
+from factories import make_post
 from service_helpers import Api, error_of, serve_app
 from townsquare.model import Post
 from townsquare.service.routes import data
@@ -27,28 +29,25 @@ from townsquare.service.wire import openai_compat
 NOW = datetime.now(UTC)  # for the date filters' values; posts are dated when a test runs
 
 
-def _post(pid: str, source: str, author: str, text: str, minutes: float, url: str,
-          **kw: Any) -> Post:
-    return Post(id=f"{source}:{pid}", source=source, author=author, text=text,
-                created_at=datetime.now(UTC) - timedelta(minutes=minutes), url=url, **kw)
-
-
 def posts() -> list[Post]:
     """The corpus, dated now (a slow run must not age the posts out of the windows)."""
     return [
-        _post("at://did:plc:alice/app.bsky.feed.post/1", "bluesky", "alice.bsky.social",
-              "Storm trains Valmont: storm stopped the trains at Valmont", 10,
-              "https://bsky.app/profile/did:plc:alice/post/1", author_id="did:plc:alice",
-              likes=5, lang="en"),
-        _post("https://mastodon.social/users/bob/statuses/2", "mastodon", "bob@mastodon.social",
-              "Trains cancelled by the storm in Valmont", 50, "https://mastodon.social/@bob/2",
-              likes=50, reposts=3, lang="en"),
-        _post("lemonde-3", "rss", "Le Monde", "Tempête storm : les trains supprimés à Valmont",
-              180, "https://www.lemonde.fr/a/3", lang="fr"),
-        _post("4", "jsonl", "carol", "storm trains Valmont update from the station", 2 * 24 * 60,
-              "https://example.org/4", likes=1),
-        _post("reuters-5", "rss", "Reuters", "Storm hits trains in Valmont", 30,
-              "https://www.reuters.com/x/5", lang="en"),
+        make_post("at://did:plc:alice/app.bsky.feed.post/1", source="bluesky",
+                  author="alice.bsky.social",
+                  text="Storm trains Valmont: storm stopped the trains at Valmont", when=10,
+                  url="https://bsky.app/profile/did:plc:alice/post/1", author_id="did:plc:alice",
+                  likes=5, lang="en"),
+        make_post("https://mastodon.social/users/bob/statuses/2", source="mastodon",
+                  author="bob@mastodon.social", text="Trains cancelled by the storm in Valmont",
+                  when=50, url="https://mastodon.social/@bob/2", likes=50, reposts=3, lang="en"),
+        make_post("lemonde-3", source="rss", author="Le Monde",
+                  text="Tempête storm : les trains supprimés à Valmont", when=180,
+                  url="https://www.lemonde.fr/a/3", lang="fr"),
+        make_post("4", source="jsonl", author="carol",
+                  text="storm trains Valmont update from the station", when=2 * 24 * 60,
+                  url="https://example.org/4", likes=1),
+        make_post("reuters-5", source="rss", author="Reuters", text="Storm hits trains in Valmont",
+                  when=30, url="https://www.reuters.com/x/5", lang="en"),
     ]
 
 
@@ -250,7 +249,7 @@ async def outcome(api: Api, h: dict[str, str], body: dict[str, Any]) -> Any:
     options = (opts.max_tokens, opts.temperature, opts.top_p, tuple(opts.stop), opts.seed) \
         if opts else None
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
-        return ("sse", resp.status_code, resp.text.count("data: "), prompt, options)
+        return ("sse", resp.status_code, len(sse_events(resp)), prompt, options)
     payload = resp.json()
     if resp.status_code != 200:
         return (resp.status_code, payload["error"]["code"])
@@ -363,10 +362,9 @@ async def test_return_citations_false_leaves_no_marker_plain_or_streamed() -> No
         api.llm.enqueue(["Trains stopped ", "[1]", ". Storm [2] too."])
         streamed = await api.client.post("/v1/chat/completions", headers=h, json={
             **BASE, "stream": True, "search_parameters": {"return_citations": False}})
-        text = "".join(
-            json.loads(block[6:])["choices"][0]["delta"].get("content") or ""
-            for block in streamed.text.split("\n\n")
-            if block.startswith("data: {") and json.loads(block[6:]).get("choices"))
+        chunks = [json.loads(e.data) for e in sse_events(streamed) if e.data != "[DONE]"]
+        text = "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c.get("choices"))
         assert text == "Trains stopped. Storm too."
         with_cites = await api.client.post("/v1/chat/completions", headers=h, json=BASE)
         results = with_cites.json()["search_results"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
+from factories import make_post
 from service_helpers import POSTS, Api, make_runtime, serve_app
 from townsquare.ingest.supervisor import Supervisor
-from townsquare.model import Batch, Post, Upsert
+from townsquare.model import Batch, Upsert
 from townsquare.service.gate.search_cache import SearchCache
 from townsquare.sources.base import Source
 
@@ -112,8 +112,7 @@ class OnePost(Source):
     async def stream(self, cursor: str | None):  # type: ignore[override]
         while not self.go.is_set():
             await asyncio.sleep(0.01)
-        post = Post(id="jsonl:fresh", source="jsonl", author="erin",
-                    text="Breaking: storm surge floods the harbour", created_at=datetime.now(UTC))
+        post = make_post("fresh", "erin", "Breaking: storm surge floods the harbour", url=None)
         yield Batch([Upsert(post)], "1")
         await asyncio.Event().wait()
 

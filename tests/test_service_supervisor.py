@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from factories import make_post
 from service_helpers import POSTS, Api, make_runtime, serve_app
 from townsquare.ingest.supervisor import Supervisor, build_sources
-from townsquare.model import Batch, Post, Upsert
+from townsquare.model import Batch, Upsert
 from townsquare.sources.base import Source, SourceError
 from townsquare.sources.demo import DemoSource
 from townsquare.sources.jetstream import JetstreamSource
@@ -32,8 +33,7 @@ class FlakySource(Source):
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Batch]:
         self.runs += 1
-        post = Post(id=f"jsonl:flaky{self.runs}", source="jsonl", author="flaky",
-                    text=f"run {self.runs}", created_at=datetime.now(UTC))
+        post = make_post(f"flaky{self.runs}", "flaky", f"run {self.runs}", url=None)
         yield Batch([Upsert(post)], str(self.runs))
         if self.runs <= self.failures:
             raise RuntimeError(f"upstream hiccup #{self.runs}")
@@ -83,7 +83,9 @@ async def test_a_misconfigured_source_fails_without_restarts(home: Path) -> None
     sup = Supervisor(runtime.store, runtime.embedder, [("bad", bad)], backoff_base=0.01)
     await sup.start()
     await wait_for(lambda: sup.statuses()[0].status == "failed")
-    await asyncio.sleep(0.05)
+    (supervised,) = sup
+    # Its task ends rather than backing off: once it has, no restart can follow.
+    await wait_for(lambda: supervised.task is not None and supervised.task.done())
     assert bad.runs == 1 and sup.statuses()[0].last_error == "no such feed"
     await sup.stop()
     runtime.close()

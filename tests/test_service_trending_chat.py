@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from factories import make_post
 from service_helpers import Api, serve_app
 from townsquare.answer.engine import asks_trending
 from townsquare.model import Post
@@ -30,8 +31,8 @@ def test_trending_questions_are_recognised(question: str, expected: bool) -> Non
 def _traffic(now: datetime) -> list[Post]:
     posts = background(now - timedelta(hours=6), hours=6, prefix="jsonl:bg")
     for i in range(24):  # a burst 10 to 35 minutes ago, many authors
-        posts.append(Post(id=f"jsonl:fire{i}", source="jsonl", author=f"local{i}",
-                          text=f"{FIRE} #{i}", created_at=now - timedelta(minutes=10 + i)))
+        posts.append(make_post(f"fire{i}", f"local{i}", f"{FIRE} #{i}", 10 + i, now=now,
+                               url=None))
     # then busy chatter: the newest posts, which a plain recency search would pick
     posts += background(now - timedelta(minutes=9), hours=0.15, per_minute=20, seed=2,
                         prefix="jsonl:new")

@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from factories import make_post
 from service_helpers import POSTS, Api, add_posts, error_of, make_runtime, serve_app
 from townsquare.ingest.supervisor import Supervisor
 from townsquare.model import Batch, Post, Upsert
@@ -50,16 +51,14 @@ class FedSource(Source):
             yield Batch([Upsert(p) for p in posts], str(self.n))
 
 
-def fresh(pid: str, text: str, author: str = "erin", lang: str | None = None) -> Post:
-    return Post(id=f"jsonl:{pid}", source="jsonl", author=author, text=text,
-                created_at=datetime.now(UTC), lang=lang)
+fresh = partial(make_post, author="erin", url=None)
 
 
 def test_matching_rule_folds_case_and_accents() -> None:
     watch = Watch(id="w", owner=1, query="Grève Valmont", min_terms=2)
-    hit = fresh("a", "La GREVE continue à valmont")
+    hit = fresh("a", text="La GREVE continue à valmont")
     assert post_matches(watch, hit, tokens(hit.text))
-    half = fresh("b", "La grève continue")
+    half = fresh("b", text="La grève continue")
     assert not post_matches(watch, half, tokens(half.text))
     watch.min_terms = 1
     assert post_matches(watch, half, tokens(half.text))
@@ -181,8 +180,8 @@ async def test_sse_and_webhook_get_new_matching_posts_only(home: Path) -> None:
                 assert resp.headers["content-type"].startswith("text/event-stream")
                 lines = resp.aiter_lines()
                 assert (await anext(lines)).startswith(": watching")
-                source.feed.put([fresh("miss", "A quiet day at the harbour"),
-                                 fresh("hit", "Flood in the HARBOUR after the storm surge")])
+                source.feed.put([fresh("miss", text="A quiet day at the harbour"),
+                                 fresh("hit", text="Flood in the HARBOUR after the storm surge")])
                 data = None
                 async for line in lines:
                     if line.startswith("data: "):
@@ -207,7 +206,7 @@ async def test_a_revoked_keys_watches_stop(home: Path, monkeypatch: Any) -> None
                     headers=Api.auth(api.key(name)))
                 ids[name] = made.json()["id"]
             assert api.runtime.store.revoke_api_key("gone")
-            source.feed.put([fresh("hit", "Flood in the harbour")])
+            source.feed.put([fresh("hit", text="Flood in the harbour")])
             got = await asyncio.to_thread(Hook.received.get, True, 30)
             # Watches fire in creation order, so the revoked key's would have come first.
             assert got["watch_id"] == ids["kept"]

@@ -180,7 +180,7 @@ def test_a_stalling_receiver_does_not_delay_another_keys_deliveries(tmp_path: Pa
                                webhook_url=good.url)
             hub.saved.add(good_watch)
             for i in range(10):
-                hub.listener([fresh(f"p{i}", f"flood number {i}")], [])
+                hub.listener([fresh(f"p{i}", text=f"flood number {i}")], [])
             # One shared sender would wait out the stalled receiver (20 s) per event first.
             wait_until(lambda: good.got.qsize() == 10, timeout=15)
             assert stalled.hits == 1  # its own queue waits behind its own first delivery
@@ -216,7 +216,7 @@ async def test_deliveries_are_signed_with_the_watchs_secret(
             secret = made["secret"]
             assert "secret" not in (await api.client.get("/v1/watches", headers=h)).json()[
                 "data"][0]
-            source.feed.put([fresh("hit", "Flood in the harbour")])
+            source.feed.put([fresh("hit", text="Flood in the harbour")])
             headers, body = await asyncio.to_thread(rec.got.get, True, 30)
             # Verification exactly as docs/SECURITY.md tells a receiver to do it.
             timestamp = headers["X-Townsquare-Timestamp"]

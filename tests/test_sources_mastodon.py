@@ -11,9 +11,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from httpx_sse import ServerSentEvent
 from websockets.asyncio.server import ServerConnection
 
-from conftest import shared_data
+from conftest import shared_data, sse_events
 from replay_servers import (
     HttpReplayServer,
     Reply,
@@ -26,15 +27,13 @@ from replay_servers import (
 from townsquare.model import Batch, Delete, Event, Post, Quarantine, Upsert
 from townsquare.sources import SourceError, source_from_spec
 from townsquare.sources._mastodon_parse import MastodonParser
-from townsquare.sources._sse import SseEvent, decode_sse
 from townsquare.sources.mastodon import MastodonSource
 
 DOCS = "mastodon_documentation_examples.sse"
 
 
-def _doc_events() -> list[SseEvent]:
-    text = (shared_data("mastodon") / DOCS).read_text(encoding="utf-8")
-    return list(decode_sse(text.split("\n")))
+def _doc_events() -> list[ServerSentEvent]:
+    return sse_events((shared_data("mastodon") / DOCS).read_text(encoding="utf-8"))
 
 
 def _flodgatt() -> list[str]:

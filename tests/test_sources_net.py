@@ -12,7 +12,6 @@ import pytest
 from replay_servers import open_stream, take_batches
 from townsquare.sources import SOURCES
 from townsquare.sources._net import Bounded, NetworkSource, batched
-from townsquare.sources._sse import SseEvent, decode_sse
 from townsquare.sources._text import clip, html_to_text, primary_lang
 
 
@@ -87,13 +86,6 @@ def test_clip_and_languages() -> None:
     assert len(clipped) <= 50 and clipped.endswith("word…")
     assert [primary_lang(t) for t in ("en-US", "pt_br", "JA", "", None, "x-klingon!", 7)] == [
         "en", "pt", "ja", None, None, None, None]
-
-
-def test_sse_decoding() -> None:
-    lines = [":)", "event: update", "data: {\"a\":", "data: 1}", "", ":thump", "",
-             "event:delete\r", "data:42", "id: 7", "", "data: no blank line yet"]
-    assert list(decode_sse(lines)) == [
-        SseEvent("update", '{"a":\n1}'), SseEvent("delete", "42", "7")]
 
 
 def _dead_port() -> int:

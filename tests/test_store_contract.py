@@ -10,31 +10,30 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from townsquare.model import Delete, Identity, Post, Upsert, quarantine
+from factories import make_post
+from townsquare.model import Delete, Identity, Upsert, quarantine
 from townsquare.store import SearchFilters, Store, open_store
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def post(pid: str, text: str, age: timedelta, **kw: object) -> Post:
-    fields: dict[str, object] = {"author": "alice", "lang": "en", "source": "jsonl"}
-    fields.update(kw)
-    return Post(id=f"jsonl:{pid}", text=text, created_at=NOW - age, **fields)  # type: ignore[arg-type]
+post = partial(make_post, author="alice", lang="en", now=NOW, url=None)
 
 
 POSTS = [
-    post("1", "The train strike in Paris is over #greve", timedelta(hours=30),
+    post("1", text="The train strike in Paris is over #greve", when=timedelta(hours=30),
          url="https://ex.org/1", author_name="Alice A.", reply_to="jsonl:0"),
-    post("2", "Grève des trains: l'école est fermée à Lyon", timedelta(hours=2),
+    post("2", text="Grève des trains: l'école est fermée à Lyon", when=timedelta(hours=2),
          author="bob", lang="fr"),
-    post("3", "Train strike continues, stations empty @bob", timedelta(minutes=10),
+    post("3", text="Train strike continues, stations empty @bob", when=timedelta(minutes=10),
          author="carol", author_id="did:plc:carol"),
-    post("4", "Lovely weather for a picnic today #sun #picnic", timedelta(minutes=5),
+    post("4", text="Lovely weather for a picnic today #sun #picnic", when=timedelta(minutes=5),
          author="dave", source="rss", lang=None, quote_of="jsonl:1"),
 ]
 
@@ -91,7 +90,7 @@ def test_a_post_reads_back_with_every_field(filled: Store) -> None:
     assert abs((got.created_at - want.created_at).total_seconds()) < 0.001
     assert got.indexed_at is not None and got.created_at.tzinfo is not None
     assert filled.get_post("jsonl:3").author_id == "did:plc:carol"  # type: ignore[union-attr]
-    assert filled.get_post("jsonl:4").mentions == []  # type: ignore[union-attr]
+    assert filled.get_post("rss:4").mentions == []  # type: ignore[union-attr]
     assert filled.get_post("jsonl:3").mentions == ["bob"]  # type: ignore[union-attr]
     assert filled.get_post("missing") is None
 
@@ -112,7 +111,7 @@ def test_an_edit_is_one_upsert_and_reindexes(filled: Store) -> None:
 
 
 def test_within_one_batch_the_last_version_wins_and_order_is_kept(store: Store) -> None:
-    a = post("x", "first words", timedelta(minutes=1))
+    a = post("x", text="first words", when=timedelta(minutes=1))
     b = dataclasses.replace(a, text="second words")
     res = store.apply("s", [Upsert(a), Upsert(b)], None)
     assert res.upserted >= 1
@@ -127,7 +126,7 @@ def test_staged_is_called_at_most_once_and_a_failure_after_it_keeps_nothing(
     store: Store,
 ) -> None:
     calls: list[int] = []
-    a, b, c = (post(x, f"harbour {x} news", timedelta(minutes=1)) for x in "abc")
+    a, b, c = (post(x, text=f"harbour {x} news", when=timedelta(minutes=1)) for x in "abc")
     res = store.apply("s", [Upsert(a), Delete("jsonl:zz"), Upsert(b), Upsert(c)], "1",
                       staged=lambda: calls.append(1))
     assert res.upserted == 3 and len(calls) <= 1
@@ -138,7 +137,7 @@ def test_staged_is_called_at_most_once_and_a_failure_after_it_keeps_nothing(
     def fail() -> None:
         raise RuntimeError("writer stopped")
 
-    d = post("d", "harbour d news", timedelta(minutes=1))
+    d = post("d", text="harbour d news", when=timedelta(minutes=1))
     with pytest.raises(RuntimeError):
         store.apply("s", [Upsert(d)], "2", staged=fail)
     assert store.get_post("jsonl:d") is None and store.get_cursor("s") == "1"
@@ -174,16 +173,16 @@ def test_filters(filled: Store) -> None:
     def recent(**kw: object) -> list[str]:
         return ids_of(filled, filled.recent(SearchFilters(**kw), 10))  # type: ignore[arg-type]
 
-    assert recent() == ["jsonl:4", "jsonl:3", "jsonl:2", "jsonl:1"]
-    assert recent(since=NOW - timedelta(hours=1)) == ["jsonl:4", "jsonl:3"]
+    assert recent() == ["rss:4", "jsonl:3", "jsonl:2", "jsonl:1"]
+    assert recent(since=NOW - timedelta(hours=1)) == ["rss:4", "jsonl:3"]
     assert recent(until=NOW - timedelta(hours=1)) == ["jsonl:2", "jsonl:1"]
     assert recent(since=NOW - timedelta(hours=3), until=NOW - timedelta(hours=1)) == ["jsonl:2"]
     assert recent(authors=["@ALICE", "bob"]) == ["jsonl:2", "jsonl:1"]
     assert recent(exclude_authors=["alice", "@dave"]) == ["jsonl:3", "jsonl:2"]
-    assert recent(sources=["rss"]) == ["jsonl:4"]
+    assert recent(sources=["rss"]) == ["rss:4"]
     assert recent(langs=["fr"]) == ["jsonl:2"]
-    assert recent(hashtags=["picnic"]) == ["jsonl:4"]
-    assert recent(hashtags=["#sun", "picnic"]) == ["jsonl:4"]  # every tag must be there
+    assert recent(hashtags=["picnic"]) == ["rss:4"]
+    assert recent(hashtags=["#sun", "picnic"]) == ["rss:4"]  # every tag must be there
     assert recent(hashtags=["sun", "greve"]) == []
     assert recent(hashtags=["pic"]) == []  # whole tags only
     lexical = filled.lexical("train", SearchFilters(langs=["en"], since=NOW - timedelta(1)), 10)
@@ -213,8 +212,8 @@ def test_lexical_or_semantics_stemming_and_accents(filled: Store) -> None:
     assert set(lex("GRÈVE")) == {"jsonl:1", "jsonl:2"}  # grève and #greve
     assert lex("fermée") == ["jsonl:2"]
     assert lex("carol") == ["jsonl:3"]  # the author is indexed
-    assert lex("picnic")[0] == "jsonl:4"
-    assert lex("what are people saying about the weather") == ["jsonl:4"]  # stop words dropped
+    assert lex("picnic")[0] == "rss:4"
+    assert lex("what are people saying about the weather") == ["rss:4"]  # stop words dropped
     assert lex("") == [] and lex("   ") == [] and lex("?!") == []
     for nasty in ['"', "NOT", "train OR", "*", "text:train", 'NEAR("a" "b")', "(", "^", "a & b",
                   "!x", "'", "\\", "train:*", "x <-> y", "%s", "{0}", "\x00"]:
@@ -233,9 +232,9 @@ def test_iter_posts_in_key_order_resumable(filled: Store) -> None:
     keys = [k for k, _ in rows]
     assert keys == sorted(keys) and len(keys) == 4
     assert [p.id for _, p in rows] == [p.id for p in POSTS]
-    assert [p.id for _, p in filled.iter_posts(after_key=keys[1])] == ["jsonl:3", "jsonl:4"]
+    assert [p.id for _, p in filled.iter_posts(after_key=keys[1])] == ["jsonl:3", "rss:4"]
     recent = [p.id for _, p in filled.iter_posts(since=NOW - timedelta(hours=1))]
-    assert recent == ["jsonl:3", "jsonl:4"]
+    assert recent == ["jsonl:3", "rss:4"]
 
 
 def test_vectors_since_follows_every_write(filled: Store) -> None:
@@ -377,10 +376,10 @@ def test_conversations_list_rename_delete_only_for_their_owner(store: Store) -> 
 
 def test_last_key_follows_new_rows(store: Store) -> None:
     assert store.last_key() == 0
-    store.apply("s", [Upsert(post("a", "one", timedelta(minutes=1)))], None)
+    store.apply("s", [Upsert(post("a", text="one", when=timedelta(minutes=1)))], None)
     first = store.last_key()
     assert first > 0
-    store.apply("s", [Upsert(post("b", "two", timedelta(minutes=2)))], None)
+    store.apply("s", [Upsert(post("b", text="two", when=timedelta(minutes=2)))], None)
     assert store.last_key() > first
     assert [p.id for _, p in store.iter_posts(after_key=first)] == ["jsonl:b"]
 

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from factories import make_post
 from townsquare.cli import main
 from townsquare.model import Post, Upsert
 from townsquare.store import SearchFilters, open_store
@@ -29,9 +31,7 @@ from townsquare.store.sql.filters import filter_sql
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def post(pid: str, age: timedelta, text: str = "harbour ferry news") -> Post:
-    return Post(id=f"jsonl:{pid}", source="jsonl", author="a", text=text,
-                created_at=NOW - age)
+post = partial(make_post, author="a", now=NOW, url=None)
 
 
 def unit(seed: int) -> np.ndarray:
@@ -67,9 +67,10 @@ def test_url_parameters_are_ours_and_the_password_never_shows() -> None:
 
 @pytest.mark.postgres
 def test_posts_land_in_day_partitions_and_odd_dates_in_the_default(pg: PostgresStore) -> None:
-    pg.apply("s", [Upsert(post("now", timedelta(0))), Upsert(post("old", timedelta(days=3))),
-                   Upsert(post("epoch", NOW - datetime(1970, 1, 2, tzinfo=UTC))),
-                   Upsert(post("future", -timedelta(days=40)))], None)
+    pg.apply("s", [Upsert(post("now", when=timedelta(0))),
+                   Upsert(post("old", when=timedelta(days=3))),
+                   Upsert(post("epoch", when=NOW - datetime(1970, 1, 2, tzinfo=UTC))),
+                   Upsert(post("future", when=-timedelta(days=40)))], None)
     assert partition_of(pg, "jsonl:now") == partition_name(NOW.date())
     assert partition_of(pg, "jsonl:old") == partition_name((NOW - timedelta(days=3)).date())
     assert partition_of(pg, "jsonl:epoch") == "posts_default"
@@ -84,7 +85,7 @@ def test_posts_land_in_day_partitions_and_odd_dates_in_the_default(pg: PostgresS
 
 @pytest.mark.postgres
 def test_a_since_filter_prunes_older_partitions(pg: PostgresStore) -> None:
-    pg.apply("s", [Upsert(post(str(d), timedelta(days=d))) for d in range(6)], None)
+    pg.apply("s", [Upsert(post(str(d), when=timedelta(days=d))) for d in range(6)], None)
     where, params = filter_sql(SearchFilters(since=NOW - timedelta(hours=12)), DIALECT)
     with pg.db.connection() as conn:
         plan = "\n".join(r[0] for r in conn.execute(
@@ -98,8 +99,8 @@ def test_a_since_filter_prunes_older_partitions(pg: PostgresStore) -> None:
 def test_retention_drops_whole_days_and_their_ids_and_vectors(
     pg: PostgresStore, pg_url: str
 ) -> None:
-    posts = [post("ancient", timedelta(days=10)), post("older", timedelta(days=9)),
-             post("recent", timedelta(days=1)), post("fresh", timedelta(minutes=1))]
+    posts = [post("ancient", when=timedelta(days=10)), post("older", when=timedelta(days=9)),
+             post("recent", when=timedelta(days=1)), post("fresh", when=timedelta(minutes=1))]
     pg.apply("s", [Upsert(p) for p in posts], None, {p.id: unit(i) for i, p in enumerate(posts)})
     runner = CliRunner()
     out = runner.invoke(main, ["--store", pg_url, "retention", "--older-than", "7d",
@@ -126,7 +127,7 @@ def test_retention_explains_it_needs_postgresql() -> None:
 
 @pytest.mark.postgres
 def test_post_lost_from_posts_but_still_in_post_ids_is_restored(pg: PostgresStore) -> None:
-    p = post("x", timedelta(minutes=1))
+    p = post("x", when=timedelta(minutes=1))
     pg.apply("s", [Upsert(p)], None)
     with pg.db.connection() as conn:
         conn.execute("DELETE FROM posts WHERE id = 'jsonl:x'")  # interrupted retention
@@ -138,12 +139,12 @@ def test_post_lost_from_posts_but_still_in_post_ids_is_restored(pg: PostgresStor
 def test_text_postgres_cannot_hold_is_made_storable(pg: PostgresStore) -> None:
     long_id = Post(id="jsonl:" + "x" * MAX_ID_BYTES, source="jsonl", author="a", text="t",
                    created_at=NOW)
-    res = pg.apply("s", [Upsert(post("nul", timedelta(0), text="zero\x00byte")),
+    res = pg.apply("s", [Upsert(post("nul", when=timedelta(0), text="zero\x00byte")),
                          Upsert(long_id)], None)
     assert (res.upserted, res.quarantined) == (1, 1)
     assert pg.get_post("jsonl:nul").text == "zerobyte"  # type: ignore[union-attr]
     assert "longer than" in pg.quarantined()[0].reason
-    huge = post("huge", timedelta(0), text=" ".join(f"w{i}" for i in range(300_000)))
+    huge = post("huge", when=timedelta(0), text=" ".join(f"w{i}" for i in range(300_000)))
     assert pg.apply("s", [Upsert(huge)], None).upserted == 1  # the tsvector is capped
 
 
@@ -153,7 +154,7 @@ def test_a_read_only_store_refuses_writes(pg_url: str, tmp_path: Path,
     ro = open_store(pg_url, tmp_path, read_only=True)
     try:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            ro.apply("s", [Upsert(post("r", timedelta(0)))], None)
+            ro.apply("s", [Upsert(post("r", when=timedelta(0)))], None)
         assert ro.recent(SearchFilters(), 1) == []
     finally:
         ro.close()
@@ -174,7 +175,7 @@ def test_concurrent_writers_store_each_post_once_and_followers_miss_no_vector(
         try:
             for r in range(rounds):
                 ids = range((r * 150 + offset) % n, (r * 150 + offset) % n + 200)
-                batch = [post(str(i % n), timedelta(seconds=i % n)) for i in ids]
+                batch = [post(str(i % n), when=timedelta(seconds=i % n)) for i in ids]
                 store.apply(f"w{offset}", [Upsert(p) for p in batch], None,  # type: ignore[attr-defined]
                             {p.id: unit(hash(p.id) % 1000) for p in batch})
         except BaseException as exc:
@@ -215,7 +216,7 @@ def test_concurrent_writers_store_each_post_once_and_followers_miss_no_vector(
 
 @pytest.mark.postgres
 def test_stats_say_which_dense_path_and_accents(pg: PostgresStore) -> None:
-    pg.apply("s", [Upsert(post("1", timedelta(0)))], None)
+    pg.apply("s", [Upsert(post("1", when=timedelta(0)))], None)
     s = pg.stats()
     assert s["dense"].startswith("in-process") and s["unaccent"] is True
     assert s["partitions"] >= 2  # today and tomorrow exist once anything was written

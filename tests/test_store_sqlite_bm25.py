@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from townsquare.model import Delete, Post, Upsert
+from factories import make_post
+from townsquare.model import Delete, Upsert
 from townsquare.store import SearchFilters
 from townsquare.store.sqlite import SQLiteStore
 from townsquare.store.sqlite.bm25 import TermStats, varints
@@ -15,9 +17,7 @@ from townsquare.store.sqlite.bm25 import TermStats, varints
 NOW = datetime.now(UTC)
 
 
-def _post(i: int, text: str, author: str = "someone") -> Post:
-    return Post(id=f"jsonl:{i}", source="jsonl", author=author, text=text,
-                created_at=NOW - timedelta(minutes=100 - i))
+_post = partial(make_post, author="someone", now=NOW, url=None)
 
 
 def test_varints_decode_sqlite_encoding() -> None:
@@ -28,7 +28,8 @@ def test_varints_decode_sqlite_encoding() -> None:
 
 def test_lengths_and_average_come_from_the_fts_shadow_tables(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    posts = [_post(0, "one two three"), _post(1, "one two three four five six seven")]
+    posts = [_post(0, text="one two three", when=100),
+             _post(1, text="one two three four five six seven", when=99)]
     store.apply("t", [Upsert(p) for p in posts], None)
     conn = store.db.reader()
     stats = TermStats()
@@ -41,12 +42,13 @@ def test_lengths_and_average_come_from_the_fts_shadow_tables(tmp_path: Path) -> 
 
 def test_rare_words_and_short_posts_rank_higher(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    posts = [_post(i, f"the weather is nice number{i}") for i in range(40)]
+    posts = [_post(i, text=f"the weather is nice number{i}", when=100 - i) for i in range(40)]
     posts += [
-        _post(50, "weather eclipse"),  # the rare word, short post
-        _post(51, "weather report: an eclipse is expected over the valley this weekend, "
-                  "clear skies and mild temperatures across the region"),  # same words, long
-        _post(52, "weather weather weather"),  # only the common word
+        _post(50, text="weather eclipse", when=50),  # the rare word, short post
+        _post(51, text="weather report: an eclipse is expected over the valley this weekend, "
+                       "clear skies and mild temperatures across the region",
+              when=49),  # same words, long
+        _post(52, text="weather weather weather", when=48),  # only the common word
     ]
     store.apply("t", [Upsert(p) for p in posts], None)
     found = store.lexical("weather eclipse", SearchFilters(), limit=10)
@@ -61,10 +63,11 @@ def test_rare_words_and_short_posts_rank_higher(tmp_path: Path) -> None:
 
 def test_the_index_stays_in_step_through_inserts_edits_and_deletes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    a, b = _post(1, "first words"), _post(2, "other words")
+    a, b = _post(1, text="first words", when=99), _post(2, text="other words", when=98)
     edited = dataclasses.replace(a, text="edited words")
     store.apply("t", [Upsert(a), Upsert(b), Upsert(edited), Upsert(a)], None)  # one batch
-    store.apply("t", [Upsert(edited), Delete(b.id), Upsert(_post(3, "third words"))], None)
+    store.apply("t", [Upsert(edited), Delete(b.id), Upsert(_post(3, text="third words", when=97))],
+                None)
     store.apply("t", [Upsert(edited)], None)  # an unchanged replay
     conn = store.db.writer
     conn.execute("INSERT INTO posts_fts(posts_fts, rank) VALUES ('integrity-check', 1)")

@@ -6,6 +6,7 @@ from townsquare.trends.features import (
     ENTITY,
     HASHTAG,
     PHRASE,
+    STOP_WORDS,
     TERM,
     FeatureExtractor,
     extract_features,
@@ -13,7 +14,6 @@ from townsquare.trends.features import (
     kind_of,
     words_of,
 )
-from townsquare.trends.stopwords import STOP_WORDS
 
 
 def test_kinds_keys_and_display_forms() -> None:

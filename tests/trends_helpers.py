@@ -6,7 +6,9 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
+from factories import make_post
 from townsquare.model import Post
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
@@ -21,10 +23,8 @@ _VOCAB = (
 _TAGS = ["#monday", "#photo", "#music", "#travel", "#food", "#news"]
 
 
-def post(
-    pid: str, author: str, text: str, at: datetime, **kw: object
-) -> Post:
-    return Post(id=pid, source="test", author=author, text=text, created_at=at, **kw)  # type: ignore[arg-type]
+post = partial(make_post, source="test", scoped=False, url=None)
+
 
 
 def background(

@@ -44,7 +44,8 @@ from typing import Any, Literal, Protocol
 from townsquare.model import MENTION_RE, extract_hashtags
 from townsquare.store.base import SearchFilters, StoredMessage
 from townsquare.store.people import Author
-from townsquare.textfold import words as folded_words
+from townsquare.text import fold, stop_words
+from townsquare.text import words as folded_words
 from townsquare.timeutil import parse_time
 
 SearchMode = Literal["auto", "on", "off"]
@@ -160,17 +161,8 @@ _TOPIC_BEFORE_HANDLE = re.compile(
     r"à propos de|a propos de|au sujet de|contre|against|with|avec)\s*$",
     re.IGNORECASE,
 )
-_STOP = frozenset(
-    """a about an and any are as at be but by can could did do does for from had has have
-    how i if in is it its me my of on or our out people say saying says said so some tell
-    than that the their them then there these they this those to up was we were what
-    what's whats when where which who why will with would you your anything else more
-    latest news new happening going going on right now currently think thinks
-    au aux avec ce ces dans de des du elle en est et il ils je la le les leur lui ma mais
-    me mes moi mon ne nos notre nous on ou par pas pour qu que quoi qui sa se ses son sur
-    ta te tes toi ton tu un une vos votre vous y a-t-il quelles quels quelle quel dit
-    disent gens nouveau nouvelles passe passé""".split()
-)
+#: Function words and question framing ("what are people saying"): not the topic.
+_STOP = stop_words(questions=True)
 _NAME_STOP = frozenset(
     "What Who Why When Where How Which Is Are Was Were Do Does Did Can Could Should Would "
     "Will Any Tell Show Give The A An And But So Also I It This That These Those There "
@@ -366,7 +358,7 @@ def content_words(text: str) -> list[str]:
     seen: dict[str, None] = {}
     for w in _WORD_RE.findall(text):
         low = w.lower().strip("'’-")
-        if low and low not in _STOP and low not in _PRONOUNS and not low.isdigit():
+        if low and fold(low) not in _STOP and low not in _PRONOUNS and not low.isdigit():
             seen.setdefault(low, None)
     return list(seen)
 

@@ -35,7 +35,6 @@ what the gate did; it is part of the answer's JSON.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +45,8 @@ from townsquare.answer.language import describe_age
 from townsquare.answer.policy import IMAGE_REDACTED, REDACTED, neutralize_post
 from townsquare.answer.prompt import PromptPost
 from townsquare.answer.sanitize import clean_text
-from townsquare.trends.stopwords import STOP_WORDS
+from townsquare.text import fold as fold_text
+from townsquare.text import stop_words
 
 #: Words the composition frames quotes with, and generic reporting verbs: never "content".
 FRAMING = frozenset(
@@ -103,11 +103,10 @@ REPEAT_JACCARD = 0.8
 
 def fold(text: str) -> str:
     """Lower-case, accents removed, typographic apostrophes made plain."""
-    decomposed = unicodedata.normalize("NFKD", text.replace("’", "'").replace("ʼ", "'"))
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    return fold_text(text.replace("’", "'").replace("ʼ", "'"))
 
 
-_STOP = frozenset(fold(w) for w in STOP_WORDS | FRAMING | _EXTRA_STOP)
+_STOP = stop_words() | {fold(w) for w in FRAMING | _EXTRA_STOP}
 
 
 def stem(word: str) -> str:

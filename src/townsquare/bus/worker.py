@@ -53,13 +53,17 @@ from townsquare.bus.deadletter import DeadLetters
 from townsquare.index.embedder import Embedder
 from townsquare.ingest import Ingestor, IngestStats, Limits
 from townsquare.model import Batch, Event, quarantine
-from townsquare.sources.base import backoff_delays
+from townsquare.retry import Backoff
 from townsquare.store.base import Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DURABLE = "townsquare-index"
 FETCH_TIMEOUT_S = 1.0
+#: Between rounds in which nothing could be committed (the store is down).
+STORE_DOWN = Backoff(base=0.5, cap=10.0)
+#: The delay a failed message asks JetStream for, by its delivery count (2, 4, 8... s).
+REDELIVERY = Backoff(base=1.0, cap=60.0, jitter="none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ class IndexWorker:
         self.ingestor = Ingestor(store, embedder, limits=limits)
         self.stream_key = f"nats:{cfg.stream}/{self.options.durable}"
         self.stats = stats or IngestStats(stream_key=self.stream_key)
-        self._delays = backoff_delays(base=0.5, cap=10.0)
+        self._delays = STORE_DOWN.delays()
 
     def consumer_config(self) -> ConsumerConfig:
         o = self.options
@@ -173,7 +177,7 @@ class IndexWorker:
             return
         for m in job.msgs:
             await m.ack()
-        self._delays = backoff_delays(base=0.5, cap=10.0)
+        self._delays = STORE_DOWN.delays()
 
     async def _one_by_one(self, msgs: Sequence[Msg], events: Sequence[Event]) -> None:
         failed = 0
@@ -182,7 +186,7 @@ class IndexWorker:
                 # Nothing goes through: the store is down, not one bad message.
                 # Hand the rest back at once rather than time out on each.
                 for rest in msgs[i:]:
-                    await rest.nak(delay=min(60.0, 2.0 ** rest.metadata.num_delivered))
+                    await rest.nak(delay=REDELIVERY.delay(rest.metadata.num_delivered))
                 break
             one = Batch([event], cursor=str(msg.metadata.sequence.stream))
             try:
@@ -202,7 +206,7 @@ class IndexWorker:
                     continue
                 except Exception:
                     log.exception("cannot quarantine %s; JetStream will dead-letter it", reason)
-            await msg.nak(delay=min(60.0, 2.0 ** msg.metadata.num_delivered))
+            await msg.nak(delay=REDELIVERY.delay(msg.metadata.num_delivered))
         if failed:
             await asyncio.sleep(next(self._delays))  # the store may be down: do not spin
 

@@ -2,7 +2,10 @@
 
 The scorer is written from the issue's definition of a supported sentence, on
 purpose without the answer engine's own helpers: a metric that shares code
-with what it measures would inherit its blind spots. Everything here is plain
+with what it measures would inherit its blind spots (so this module keeps its
+own folding, stop words and tokens rather than the engine's
+:mod:`townsquare.text`, and an engine bug there cannot hide from the score).
+Everything here is plain
 rules (English and French), deterministic and instant:
 
 - :func:`fold`: NFKD, accents stripped, lower case, one kind of apostrophe.

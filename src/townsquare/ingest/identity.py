@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from townsquare.model import Identity
+from townsquare.retry import parse_retry_after
 from townsquare.store.base import Store
 from townsquare.timeutil import utcnow
 
@@ -152,10 +153,8 @@ def _usable(handle: Any) -> bool:
 
 
 def _retry_after(value: str | None, default: float = 60.0) -> float:
-    try:
-        return max(1.0, min(float(value), 3600.0)) if value else default
-    except ValueError:
-        return default
+    wait = parse_retry_after(value)
+    return default if wait is None else max(1.0, min(wait, 3600.0))
 
 
 def lookup_wanted(setting: str, source_kinds: list[str]) -> bool:

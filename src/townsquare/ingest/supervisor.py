@@ -35,7 +35,8 @@ from typing import Any
 from townsquare.index.embedder import Embedder
 from townsquare.ingest import Ingestor, IngestStats, Limits
 from townsquare.ingest.pipeline import Listener
-from townsquare.sources import Source, SourceError, backoff_delays, source_from_spec
+from townsquare.retry import backoff_delays
+from townsquare.sources import Source, SourceError, source_from_spec
 from townsquare.store.base import Store
 from townsquare.timeutil import utcnow
 

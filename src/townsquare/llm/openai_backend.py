@@ -9,11 +9,16 @@ with server-sent events, so one backend covers them. Configuration:
     openai_model      TOWNSQUARE_OPENAI_MODEL     ("default": the server's first model)
     llm_timeout_s     per-request timeout (connect, and the gap between chunks)
 
-Retries are ours, not the SDK's (``max_retries=0`` there): a request that
-fails with 429, a 5xx, a timeout or a refused connection is retried with
-exponential backoff and jitter, honouring ``Retry-After`` up to a cap, but
-only *before* the first token; once text has streamed to a client a retry
-would repeat it. When retries run out the caller gets
+A request that fails with 429, a 5xx, a timeout or a refused connection is
+retried under :mod:`townsquare.retry`'s policy (exponential backoff, equal
+jitter), honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER_S`, but only
+*before* the first token; once text has streamed to a client a retry would
+repeat it. The SDK's own retries stay off (``max_retries=0`` there) on
+purpose: a chat waiting on this backend must degrade within seconds, and the
+SDK honours a server's ``Retry-After`` of up to two minutes per retry (60 s in
+1.x, then it retries sooner than asked) where this backend gives up at once
+and passes the wait on to the HTTP client; its base delay cannot be set
+either. When retries run out the caller gets
 :class:`~townsquare.llm.base.LLMUnavailable` (carrying ``retry_after``) and
 degrades to a search-only answer; other failures (bad key, unknown model, a
 reply that is not an OpenAI stream: a proxy's HTML page) are
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -46,6 +50,7 @@ from townsquare.llm.base import (
     LLMUnavailable,
     Usage,
 )
+from townsquare.retry import Backoff, Retry, parse_retry_after
 
 #: Statuses worth retrying: rate limited, or the server (or a proxy) failed.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -116,6 +121,7 @@ class OpenAIBackend(LLM):
         self.context_tokens = context_tokens
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.retry = Retry(max_retries + 1, Backoff(backoff_s, cap=8.0, jitter="equal"))
         self._usage_option = True
         # One SDK client per event loop: its connection pool belongs to the loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
@@ -172,7 +178,38 @@ class OpenAIBackend(LLM):
     async def open_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Any:
         """Start a streaming completion, retrying transient failures with backoff."""
         model = await self.resolve_model()
-        attempt = 0
+        tries = self.retry.atries()
+        async for attempt in tries:
+            try:
+                return await self._create(model, messages, options)
+            except (ValueError, TypeError) as exc:  # a reply the SDK cannot read
+                raise LLMError(
+                    f"{self.base_url}: the server's reply is not an OpenAI chat stream "
+                    f"({type(exc).__name__})"
+                ) from exc
+            except openai.APIStatusError as exc:
+                if exc.status_code not in RETRY_STATUSES:
+                    raise self._fatal(exc) from exc
+                wait = _retry_after(exc)
+                if not tries.more() or (wait or 0) > MAX_RETRY_AFTER_S:
+                    raise LLMUnavailable(
+                        f"{self.base_url} answered {exc.status_code} after {attempt + 1} tries",
+                        retry_after=wait or self.retry.backoff.delay(attempt),
+                    ) from exc
+                if wait is not None:
+                    tries.set_wait(wait)
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                if not tries.more():
+                    raise LLMUnavailable(
+                        f"{self.base_url} unreachable after {attempt + 1} tries: {exc}",
+                        retry_after=self.retry.backoff.delay(attempt),
+                    ) from exc
+        raise AssertionError("unreachable: a Retry always allows one try")
+
+    async def _create(
+        self, model: str, messages: Sequence[ChatMessage], options: GenerationOptions
+    ) -> Any:
+        """One request; an older server that rejects ``stream_options`` is asked again without."""
         while True:
             kwargs: dict[str, Any] = {
                 "model": model,
@@ -190,36 +227,11 @@ class OpenAIBackend(LLM):
                 kwargs["stream_options"] = {"include_usage": True}
             try:
                 return await self.client().chat.completions.create(**kwargs)
-            except (ValueError, TypeError) as exc:  # a reply the SDK cannot read
-                raise LLMError(
-                    f"{self.base_url}: the server's reply is not an OpenAI chat stream "
-                    f"({type(exc).__name__})"
-                ) from exc
             except openai.APIStatusError as exc:
                 if exc.status_code in (400, 422) and self._usage_option and _mentions_option(exc):
                     self._usage_option = False  # an older server: ask without it
                     continue
-                if exc.status_code not in RETRY_STATUSES:
-                    raise self._fatal(exc) from exc
-                wait = _retry_after(exc)
-                if attempt >= self.max_retries or (wait or 0) > MAX_RETRY_AFTER_S:
-                    raise LLMUnavailable(
-                        f"{self.base_url} answered {exc.status_code} after {attempt + 1} tries",
-                        retry_after=wait or self._delay(attempt),
-                    ) from exc
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-                wait = None
-                if attempt >= self.max_retries:
-                    raise LLMUnavailable(
-                        f"{self.base_url} unreachable after {attempt + 1} tries: {exc}",
-                        retry_after=self._delay(attempt),
-                    ) from exc
-            await asyncio.sleep(wait if wait is not None else self._delay(attempt))
-            attempt += 1
-
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter (AWS architecture blog's variant)."""
-        return self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+                raise
 
     def _fatal(self, exc: openai.APIStatusError) -> LLMError:
         if exc.status_code in (401, 403):
@@ -243,13 +255,9 @@ class OpenAIBackend(LLM):
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from LLM servers; fall back to our backoff
+    return parse_retry_after(
+        exc.response.headers.get("retry-after") if exc.response is not None else None
+    )
 
 
 def _mentions_option(exc: openai.APIStatusError) -> bool:

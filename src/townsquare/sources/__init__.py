@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from townsquare.registry import Registry
-from townsquare.sources.base import Source, SourceError, backoff_delays
+from townsquare.retry import backoff_delays
+from townsquare.sources.base import Source, SourceError
 
 SOURCES: Registry[Source] = Registry(
     "source",

@@ -20,7 +20,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from townsquare.model import Batch
-from townsquare.sources.base import Source, SourceError, backoff_delays
+from townsquare.retry import backoff_delays
+from townsquare.sources.base import Source, SourceError
 from townsquare.timeutil import utcnow
 
 T = TypeVar("T")

@@ -5,15 +5,14 @@ websocket) and nothing about storage. It yields :class:`~townsquare.model.Batch`
 objects; the ingest pipeline commits each batch's events *and* its cursor in
 one transaction, and on restart hands the saved cursor back to ``stream``.
 
-Network sources reconnect forever with :func:`backoff_delays` (capped
-exponential with full jitter) and resume from the last cursor they yielded.
+Network sources reconnect forever with :func:`townsquare.retry.backoff_delays`
+(capped exponential with full jitter) and resume from the last cursor they yielded.
 """
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from townsquare.errors import ConfigError
@@ -45,18 +44,3 @@ class Source(ABC):
     def describe(self) -> str:
         """One line for logs and the status page."""
         return self.key
-
-
-def backoff_delays(
-    base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
-) -> Iterator[float]:
-    """Capped exponential backoff with full jitter: uniform(0, min(cap, base*2**n)).
-
-    Full jitter keeps many reconnecting clients from stampeding an upstream
-    that just came back (the AWS architecture blog's analysis).
-    """
-    r = rng or random.Random()
-    attempt = 0
-    while True:
-        yield r.uniform(0, min(cap, base * (2**attempt)))
-        attempt = min(attempt + 1, 30)

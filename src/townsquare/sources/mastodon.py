@@ -28,6 +28,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
+from httpx_sse import EventSource, aconnect_sse
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -43,7 +44,6 @@ from townsquare.sources._net import (
     describe_error,
     parse_options,
 )
-from townsquare.sources._sse import adecode_sse
 from townsquare.sources.base import SourceError
 
 log = logging.getLogger(__name__)
@@ -168,12 +168,12 @@ class MastodonSource(NetworkSource):
             ) as ws:
                 yield _ws_messages(ws)
             return
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        async with client.stream("GET", self.sse_url(), headers=headers) as resp:
+        async with aconnect_sse(client, "GET", self.sse_url()) as source:
+            resp = source.response
             if resp.status_code != 200:
                 body = (await resp.aread())[:300].decode("utf-8", "replace")
                 raise UpstreamError(f"HTTP {resp.status_code} from {self.sse_url()}: {body}")
-            yield _sse_messages(resp)
+            yield _sse_messages(source)
 
     async def _backfill(
         self, client: httpx.AsyncClient, since: str
@@ -240,9 +240,10 @@ def _id_key(status_id: Any) -> tuple[int, int, str]:
     return (0, int(text), text) if text.isascii() and text.isdigit() else (0, 0, text)
 
 
-async def _sse_messages(resp: httpx.Response) -> AsyncIterator[Message]:
-    async for event in adecode_sse(resp.aiter_lines()):
-        yield event.event, event.data, event.data
+async def _sse_messages(source: EventSource) -> AsyncIterator[Message]:
+    async for event in source.aiter_sse():
+        if event.data:  # the spec dispatches no event without data (a bare id or retry)
+            yield event.event, event.data, event.data
 
 
 async def _ws_messages(ws: Any) -> AsyncIterator[Message]:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from townsquare.model import Post, iso
-from townsquare.textfold import fold, words
+from townsquare.text import fold, words
 
 
 @dataclass(slots=True)

@@ -10,32 +10,18 @@ query is nothing but stop words.
 
 from __future__ import annotations
 
-import re
+from townsquare.text import fold, stop_words
+from townsquare.text import tokens as text_tokens
 
-_TOKEN_RE = re.compile(r"\w+", re.UNICODE)
-
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself no nor not now of off on once only or other our
-    ours ourselves out over own people said same say saying says she should so some such than
-    that the their theirs them themselves then there these they this those through to too
-    under until up very was we were what when where which while who whom why will with would
-    you your yours yourself yourselves what's whats right now today latest news think thinks
-    tell au aux avec ce ces dans de des du elle en et eux il ils je la le les leur lui ma mais
-    me meme mes moi mon ne nos notre nous on ou par pas pour qu que qui sa se ses son sur ta
-    te tes toi ton tu un une vos votre vous c d j l m n s t y ete etre est sont ont quoi dit
-    disent gens
-    """.split()
-)
+#: Function words and question framing: "what are people saying about the delays?"
+#: searches for "delays".
+_STOP = stop_words(questions=True)
 
 
 def query_tokens(text: str) -> list[str]:
     """Lower-cased word tokens, stop words removed unless nothing else remains."""
-    tokens = [t.lower() for t in _TOKEN_RE.findall(text)]
-    content = [t for t in tokens if t not in STOPWORDS and t != "_"]
+    tokens = text_tokens(text)
+    content = [t for t in tokens if fold(t) not in _STOP]
     seen: dict[str, None] = {}
     for t in content or tokens:
         seen.setdefault(t, None)

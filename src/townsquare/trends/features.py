@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from itertools import islice
 from typing import Final
 
-from townsquare.trends.stopwords import ENTITY_CONNECTORS, STOP_WORDS
+from townsquare.text import fold, stop_words
 
 HASHTAG: Final = "hashtag"
 TERM: Final = "term"
@@ -60,13 +59,15 @@ _MAX_ENTITY_WORDS = 4
 
 _WordInfo = tuple[str, bool, bool, str, str, str, str]
 
-
-def fold(text: str) -> str:
-    """Case- and diacritic-folded form used for matching (``Élysée`` -> ``elysee``)."""
-    text = text.casefold()
-    if text.isascii():
-        return text
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+#: English and French function words: removed before anything is counted, so they
+#: can never trend whatever their volume; words merely frequent in one stream (an
+#: airline's name in airline traffic) are handled by each feature's own baseline.
+STOP_WORDS = stop_words()
+#: Lower-case words allowed *inside* a run of capitalized words, so that
+#: "Bank of America" and "Charles de Gaulle" stay one entity.
+ENTITY_CONNECTORS: frozenset[str] = frozenset(
+    "of the de du des la le van von der del da di".split()
+)
 
 
 def kind_of(key: str) -> str:

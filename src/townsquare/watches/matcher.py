@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from townsquare.model import Post
-from townsquare.textfold import fold
+from townsquare.text import fold
 
 if TYPE_CHECKING:
     from townsquare.trends.stories import Story

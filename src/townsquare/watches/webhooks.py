@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import secrets
 import threading
 import time
@@ -44,6 +43,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from townsquare import __version__
+from townsquare.retry import Backoff, Retry
 from townsquare.watches.guard import DestinationGuard, DestinationRefused, Target
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,8 @@ class WebhookDispatcher:
                             dest.key[1], dest.failures, dest.cooldown_s)
 
     async def _deliver(self, url: str, secret: str, body: bytes, event_id: str) -> bool:
-        for attempt in range(self.attempts):
+        retry = Retry(self.attempts, Backoff(self.backoff_s, jitter="equal"))
+        async for attempt in retry.atries():
             try:
                 status = await asyncio.wait_for(
                     self._post(url, secret, body, event_id), self.timeout_s)
@@ -241,8 +242,6 @@ class WebhookDispatcher:
                 if status < 500 and status not in (408, 429):
                     log.warning("webhook %s answered %s", url, status)
                     return False  # a 4xx will not get better by retrying
-            if attempt + 1 < self.attempts:
-                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random() / 2))
         log.warning("webhook %s: gave up after %d attempts", url, self.attempts)
         return False
 

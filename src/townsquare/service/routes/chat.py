@@ -30,7 +30,8 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import ServerSentEvent
 
 from townsquare.answer import Answer, AnswerEngine, AnswerRequest, Delta, Final
 from townsquare.answer.engine import AnswerEvent
@@ -56,6 +57,7 @@ from townsquare.service.wire.openai_compat import (
     MarkerStripper,
     chat_completion,
     completion_id,
+    event_stream,
     now_s,
     strip_markers,
     usage_dict,
@@ -263,11 +265,8 @@ async def chat_completions(
         raise error from exc
     cid, created = completion_id(), now_s()
     if body.stream:
-        return StreamingResponse(
-            _stream(services, who, body, request, model, events, first, cid, created, meter),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(
+            _stream(services, who, body, request, model, events, first, cid, created, meter))
     try:
         answer = await _collect(events, first)
     except BaseException:  # failed, or cancelled with its client: bill what was used
@@ -320,7 +319,7 @@ async def _stream(
     cid: str,
     created: int,
     meter: RequestMeter,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[ServerSentEvent]:
     writer = ChunkWriter(cid, model, created)
     answer: Answer | None = None
     sent = 0

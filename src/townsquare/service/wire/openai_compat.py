@@ -22,7 +22,7 @@ Search extensions, all turned into one :class:`~townsquare.store.base.SearchFilt
 
 Responses are plain dicts (the SDKs parse JSON, not our classes), and the
 streamed chunks are assembled from pre-serialized pieces so a token costs
-one ``json.dumps`` of its text.
+one ``json.dumps`` of its text; sse-starlette frames them as events.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ import json
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from townsquare.service.wire.fields import Text, neutral
 from townsquare.store.base import SearchFilters, normalize_domain
@@ -485,17 +487,34 @@ def chat_completion(
     }
 
 
-def sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+#: OpenAI's streams end lines with "\n" (sse-starlette's default is "\r\n").
+SSE_SEP = "\n"
+#: How long a stream may go on finishing after the server is told to stop
+#: (``townsquare serve`` gives uvicorn the same ``timeout_graceful_shutdown``).
+SHUTDOWN_GRACE_S = 5.0
 
 
-DONE = b"data: [DONE]\n\n"
+def sse(obj: Any) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), sep=SSE_SEP)
+
+
+DONE = ServerSentEvent("[DONE]", sep=SSE_SEP)
+
+
+def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """A streamed completion, framed by sse-starlette byte for byte as OpenAI frames
+    it: ``data: {...}\n\n`` events, ``data: [DONE]\n\n`` last, no keep-alive pings
+    (strict clients read every non-empty line as data)."""
+    return EventSourceResponse(
+        events, sep=SSE_SEP, ping=0, shutdown_grace_period=SHUTDOWN_GRACE_S,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 class ChunkWriter:
     """Builds the ``chat.completion.chunk`` events of one streamed completion."""
 
-    _DELTA_TAIL = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+    _DELTA_TAIL = '},"logprobs":null,"finish_reason":null}]}'
 
     def __init__(self, cid: str, model: str, created: int) -> None:
         self.cid = cid
@@ -504,34 +523,34 @@ class ChunkWriter:
         head = {"id": cid, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": None}
         prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-        self._delta_head = (
-            "data: " + prefix + ',"choices":[{"index":0,"delta":{"content":'
-        ).encode()
+        self._delta_head = prefix + ',"choices":[{"index":0,"delta":{"content":'
 
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
         return sse({"id": self.cid, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model, "system_fingerprint": None, "choices": choices,
                     **extra})
 
-    def role(self) -> bytes:
+    def role(self) -> ServerSentEvent:
         return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}])
 
-    def delta(self, text: str) -> bytes:
-        return self._delta_head + json.dumps(text, ensure_ascii=False).encode() + self._DELTA_TAIL
+    def delta(self, text: str) -> ServerSentEvent:
+        return ServerSentEvent(
+            self._delta_head + json.dumps(text, ensure_ascii=False) + self._DELTA_TAIL,
+            sep=SSE_SEP)
 
-    def finish(self, finish_reason: str, **extra: Any) -> bytes:
+    def finish(self, finish_reason: str, **extra: Any) -> ServerSentEvent:
         return self._chunk(
             [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}], **extra
         )
 
-    def usage_only(self, **extra: Any) -> bytes:
+    def usage_only(self, **extra: Any) -> ServerSentEvent:
         """The extra last chunk ``stream_options.include_usage`` asks for (no choices)."""
         return self._chunk([], **extra)
 
     def error(
         self, message: str, type: str = "server_error", code: str = "internal_error"
-    ) -> bytes:
+    ) -> ServerSentEvent:
         return sse({"error": {"message": message, "type": type, "param": None, "code": code}})
 
 

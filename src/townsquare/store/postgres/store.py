@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -37,6 +35,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from townsquare.model import Event, Post, Upsert
+from townsquare.retry import Backoff, Retry
 from townsquare.store import STORES
 from townsquare.store.base import ApplyResult, Candidate, SearchFilters, Store
 from townsquare.store.postgres.database import Database, lock_key
@@ -59,7 +58,7 @@ log = logging.getLogger(__name__)
 
 #: Transient conflicts between concurrent writers: the transaction is retried whole.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-APPLY_ATTEMPTS = 6
+APPLY_RETRY = Retry(attempts=6, backoff=Backoff(base=0.05, cap=1.0), retry_on=_RETRYABLE)
 #: Full-text matches ranked per query: the newest this many (see ``lexical``).
 LEXICAL_WINDOW = 1000
 
@@ -117,21 +116,18 @@ class PostgresStore(SqlPosts, SqlPeople, SqlAccounts, SqlWatches, Store):
             # pipeline parse the next batch meanwhile.
             staged()
         self.partitions.ensure(ev.post.created_at for ev in events if isinstance(ev, Upsert))
-        for attempt in range(APPLY_ATTEMPTS):
-            try:
-                with self.db.transaction() as conn:
-                    writer = BatchWriter(conn, datetime.now(UTC))
-                    writer.apply(events)
-                    if vectors:
-                        writer.write_vectors(vectors, self._seq_lock)
-                    writer.save_cursor(stream_key, cursor)
-                return writer.result
-            except _RETRYABLE as exc:
-                if attempt == APPLY_ATTEMPTS - 1:
-                    raise
-                log.info("apply: %s; retrying (%d)", type(exc).__name__, attempt + 1)
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
+
+        def attempt() -> ApplyResult:
+            with self.db.transaction() as conn:
+                writer = BatchWriter(conn, datetime.now(UTC))
+                writer.apply(events)
+                if vectors:
+                    writer.write_vectors(vectors, self._seq_lock)
+                writer.save_cursor(stream_key, cursor)
+            return writer.result
+
+        return APPLY_RETRY.call(attempt, on_retry=lambda exc, n: log.info(
+            "apply: %s; retrying (%d)", type(exc).__name__, n))
 
     def refused_record(self, exc: BaseException) -> bool:
         """Data errors: a value the server will not take (bad encoding, out of

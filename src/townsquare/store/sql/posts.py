@@ -27,7 +27,7 @@ from townsquare.store.records import (
 )
 from townsquare.store.sql.dialect import SqlTables, row_to_post
 from townsquare.store.sql.filters import filter_sql
-from townsquare.textfold import fold
+from townsquare.text import fold
 
 #: An author row, with its last post time and post count read from ``posts``.
 _AUTHOR_COLS = (

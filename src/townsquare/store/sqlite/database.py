@@ -19,7 +19,7 @@ from pathlib import Path
 
 from townsquare.store.base import url_host
 from townsquare.store.sqlite.migrations import migrate, pending
-from townsquare.textfold import fold
+from townsquare.text import fold
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",

@@ -45,6 +45,7 @@ DIALECT = Dialect(
     handle_is="a.handle = ? COLLATE NOCASE",
 )
 
+
 #: Words of a query that get their own newest-first candidate slots.
 MAX_LEXICAL_TOKENS = 8
 
