@@ -24,18 +24,21 @@ move them into the store's quarantine.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from townsquare.errors import BackendError
 from townsquare.timeutil import parse_duration
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "TOWNSQUARE_POSTS"
 DEFAULT_SUBJECT = "townsquare.posts"
@@ -153,3 +156,23 @@ async def delete_bus(cfg: BusConfig) -> None:
             await js.delete_key_value(cfg.kv)
     finally:
         await nc.close()
+
+
+async def bind_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable consumer unless it exists (then its settings are left as they are)."""
+    assert config.durable_name is not None
+    try:
+        info = await js.consumer_info(stream, config.durable_name)
+    except NotFoundError:
+        try:
+            await js.add_consumer(stream, config)
+        except BadRequestError:
+            await js.consumer_info(stream, config.durable_name)  # created meanwhile: fine
+        return
+    have = info.config
+    if (have.ack_wait, have.max_deliver) != (config.ack_wait, config.max_deliver):
+        log.warning(
+            "consumer %s exists with ack_wait=%ss max_deliver=%s; keeping those "
+            "(delete the consumer to change them)",
+            config.durable_name, have.ack_wait, have.max_deliver,
+        )

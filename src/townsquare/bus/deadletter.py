@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from townsquare.bus.config import BusConfig
+from townsquare.bus.config import BusConfig, bind_consumer
 from townsquare.model import quarantine
 from townsquare.store.base import Store
 
@@ -42,7 +42,6 @@ class DeadLetters:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def bind(self) -> None:
-        from townsquare.bus.worker import bind_consumer
 
         await bind_consumer(self.js, self.cfg.dead_stream, ConsumerConfig(
             durable_name=self.name, ack_policy=AckPolicy.EXPLICIT,

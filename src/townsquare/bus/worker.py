@@ -45,10 +45,9 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, NotFoundError
 
 from townsquare.bus.codec import DecodeError, decode
-from townsquare.bus.config import BusConfig, connect, ensure_stream
+from townsquare.bus.config import BusConfig, bind_consumer, connect, ensure_stream
 from townsquare.bus.deadletter import DeadLetters
 from townsquare.index.embedder import Embedder
 from townsquare.ingest import Ingestor, IngestStats, Limits
@@ -215,23 +214,3 @@ class IndexWorker:
         await nc.flush()  # type: ignore[attr-defined]  # our acks reach the server first
         info = await sub.consumer_info()
         return info.num_pending == 0 and info.num_ack_pending == 0 and await dead.idle()
-
-
-async def bind_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
-    """Create the durable consumer unless it exists (then its settings are left as they are)."""
-    assert config.durable_name is not None
-    try:
-        info = await js.consumer_info(stream, config.durable_name)
-    except NotFoundError:
-        try:
-            await js.add_consumer(stream, config)
-        except BadRequestError:
-            await js.consumer_info(stream, config.durable_name)  # created meanwhile: fine
-        return
-    have = info.config
-    if (have.ack_wait, have.max_deliver) != (config.ack_wait, config.max_deliver):
-        log.warning(
-            "consumer %s exists with ack_wait=%ss max_deliver=%s; keeping those "
-            "(delete the consumer to change them)",
-            config.durable_name, have.ack_wait, have.max_deliver,
-        )
