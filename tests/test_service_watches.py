@@ -263,7 +263,7 @@ async def test_two_replicas_on_one_store_share_watches_and_send_each_webhook_onc
             assert listed[0]["query"] == "harbour flood"
             # Each replica matches every committed post for its own event streams...
             subs = [api.app.state.watches.subscribe(made["id"]) for api in (one, two)]
-            await add_posts(one.runtime, [fresh("hit", "Flood in the harbour, again")])
+            await add_posts(one.runtime, [fresh("hit", text="Flood in the harbour, again")])
             for sub in subs:
                 event = await asyncio.wait_for(sub.queue.get(), 30)
                 assert event["post"]["id"] == "jsonl:hit"

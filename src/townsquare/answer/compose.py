@@ -38,6 +38,7 @@ from datetime import datetime
 
 from townsquare.answer.language import describe_age
 from townsquare.answer.prompt import PromptPost
+from townsquare.answer.sanitize import runs_between_urls
 from townsquare.answer.verify import clean_post_text, content_stems, split_sentences
 
 MAX_QUOTE_WORDS = 28
@@ -98,11 +99,19 @@ def _quote_marks(text: str, lang: str) -> str:
 
 
 def best_quote(text: str, question_stems: set[str]) -> tuple[str, float]:
-    """The post sentence that best answers the question, verbatim, and its overlap."""
-    clean = clean_post_text(text)
-    sentences, _ = split_sentences(clean, final=True)
+    """The post sentence that best answers the question, verbatim, and its overlap.
+
+    Sentences come from the runs of text between URLs, and a quote never spans
+    two runs: the URL between them is not shown, so joining them would put
+    words side by side that the post does not.
+    """
+    sentences: list[str] = []
+    run_of: list[int] = []
+    for r, run in enumerate(runs_between_urls(text)):
+        found, _ = split_sentences(clean_post_text(run), final=True)
+        sentences += [x.strip() for x in found]
+        run_of += [r] * len(found)
     best, best_score, best_i = "", -1.0, -1
-    sentences = [x.strip() for x in sentences]
     for i, s in enumerate(sentences):
         words = s.split()
         if not re.search(r"[^\W\d_]{2,}", s) or all(w[:1] in "@#" for w in words):
@@ -112,8 +121,10 @@ def best_quote(text: str, question_stems: set[str]) -> tuple[str, float]:
         if score > best_score:
             best, best_score, best_i = s, score, i
     # A short post is quoted whole (its next sentences often hold the figure).
-    for nxt in sentences[best_i + 1 :] if best_i >= 0 else []:
-        if len(best.split()) + len(nxt.split()) > MAX_QUOTE_WORDS or not nxt:
+    for j in range(best_i + 1, len(sentences)) if best_i >= 0 else ():
+        nxt = sentences[j]
+        if (run_of[j] != run_of[best_i] or not nxt
+                or len(best.split()) + len(nxt.split()) > MAX_QUOTE_WORDS):
             break
         best = f"{best} {nxt}"
     best = re.sub(r"[«»“”\"„]", "", best).strip()

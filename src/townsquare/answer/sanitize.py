@@ -96,6 +96,19 @@ def _clean_once(text: str) -> str:
     return out.strip(" \t")
 
 
+_FETCHABLE_SPLIT = re.compile(f"{_URL.pattern}|{_DOMAIN_PATH.pattern}", re.IGNORECASE)
+
+
+def runs_between_urls(text: str) -> list[str]:
+    """``text`` cut where a URL or a bare domain path stands.
+
+    A verbatim quote must stay inside one run: :func:`clean_text` drops the URL,
+    and a quote across it would join words the author did not write together
+    ("by end of year http://t.co/x via" is not "by end of year via").
+    """
+    return [run for run in _FETCHABLE_SPLIT.split(text) if run.strip()]
+
+
 def has_fetchable(text: str) -> bool:
     """Whether ``text`` still holds anything :func:`clean_text` would remove."""
     return clean_text(text) != text.strip(" \t")
