@@ -362,7 +362,7 @@ def use_static() -> Embedder:
 
 @pytest.mark.slow
 def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
-    assert use_static.name == "use-static" and use_static.dim == 512
+    assert use_static.name == "use-static" and use_static.dim == 256
     check_unit_rows(use_static, TEXTS)
     check_empty_inputs(use_static)
     np.testing.assert_allclose(use_static.embed(TEXTS[:3]), use_static.embed(TEXTS)[:3],
@@ -375,6 +375,33 @@ def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
     ])
     assert strike @ greve > strike @ cheese + 0.1
     assert pizza @ cheese > pizza @ greve + 0.1
+
+
+@pytest.mark.slow
+def test_use_static_table_is_built_once_into_the_per_user_cache(
+    use_static: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from townsquare.index import use_table
+
+    monkeypatch.setenv("TOWNSQUARE_TABLE_CACHE", str(tmp_path / "cache"))
+    assert not use_table.cache_path().exists()
+    built = EMBEDDERS.create("use-static")  # builds it: no table in this cache yet
+    path = use_table.cache_path()
+    assert path.is_file() and path.parent == tmp_path / "cache"
+    assert not list(path.parent.glob("*.tmp"))  # written atomically
+    mtime = path.stat().st_mtime_ns
+    use_table._loaded.clear()  # what a fresh process sees: the file, not this one's memo
+    again = EMBEDDERS.create("use-static")
+    assert path.stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    # The same rows as the table every other test uses (built in the per-user cache).
+    np.testing.assert_allclose(again.embed(TEXTS), use_static.embed(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(built.embed(TEXTS), again.embed(TEXTS), atol=1e-6)
+    # Each word's sum is what the whole text gives: one tokenizer call per post.
+    enc = again._tokenizer.encode(TEXTS[0], add_special_tokens=False)  # type: ignore[attr-defined]
+    rows = again._rows[enc.ids].astype(np.float32) * again._scales[enc.ids, None]  # type: ignore[attr-defined]
+    whole = rows.sum(axis=0)
+    np.testing.assert_allclose(again.embed([TEXTS[0]])[0], whole / np.linalg.norm(whole),
+                               atol=1e-5)
 
 
 @pytest.mark.slow
