@@ -396,12 +396,15 @@ def test_use_static_table_is_built_once_into_the_per_user_cache(
     # The same rows as the table every other test uses (built in the per-user cache).
     np.testing.assert_allclose(again.embed(TEXTS), use_static.embed(TEXTS), atol=1e-6)
     np.testing.assert_allclose(built.embed(TEXTS), again.embed(TEXTS), atol=1e-6)
-    # Each word's sum is what the whole text gives: one tokenizer call per post.
-    enc = again._tokenizer.encode(TEXTS[0], add_special_tokens=False)  # type: ignore[attr-defined]
-    rows = again._rows[enc.ids].astype(np.float32) * again._scales[enc.ids, None]  # type: ignore[attr-defined]
-    whole = rows.sum(axis=0)
-    np.testing.assert_allclose(again.embed([TEXTS[0]])[0], whole / np.linalg.norm(whole),
-                               atol=1e-5)
+    # The word cache (all new words tokenized as one text) gives what tokenizing each
+    # whole text does: the sum of its tokens' rows.
+    fresh = EMBEDDERS.create("use-static")
+    got = fresh.embed(TEXTS[:5])
+    for text, vec in zip(TEXTS[:5], got, strict=True):
+        ids = fresh._tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
+        whole = (fresh._rows[ids].astype(np.float32)  # type: ignore[attr-defined]
+                 * fresh._scales[ids, None]).sum(axis=0)  # type: ignore[attr-defined]
+        np.testing.assert_allclose(vec, whole / np.linalg.norm(whole), atol=1e-5)
 
 
 @pytest.mark.slow

