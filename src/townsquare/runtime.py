@@ -8,6 +8,7 @@ created on first use: ``townsquare search`` never loads an LLM, and
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from townsquare.timeutil import parse_duration
 if TYPE_CHECKING:
     from townsquare.llm import LLM
 
+log = logging.getLogger(__name__)
+
 
 class Runtime:
     def __init__(self, settings: Settings, read_only: bool = False) -> None:
@@ -37,10 +40,33 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder | None:
+        """The configured embedder; for a home whose vectors another one made, that one.
+
+        Vectors of two embedders are not comparable (and ``minilm-static`` and
+        ``use-static`` have the same width, so nothing would notice). A home
+        indexed before the default changed keeps the embedder it recorded,
+        unless one was chosen explicitly (flag, env, config.toml): then the
+        store refuses the mix, as it always did.
+        """
         name = self.settings.embedder
         if name == "none":
             return None
-        return EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
+        if "embedder" not in self.settings.model_fields_set:
+            recorded = (self.store.embedder_name() or "").rpartition("/")[0]
+            if recorded and recorded != name:
+                log.warning(
+                    "this home's vectors were made by the %s embedder: using it, not the "
+                    "default %s (set embedder = %r to silence this, or start a fresh home "
+                    "to use %s)", recorded, name, recorded, name)
+                name = recorded
+        embedder = EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
+        holds = self.store.embedder_name()
+        if holds and holds != f"{embedder.name}/{embedder.dim}":
+            raise ValueError(
+                f"this store holds vectors from embedder {holds!r}, not "
+                f"{embedder.name}/{embedder.dim}; use the same --embedder or a fresh store"
+            )
+        return embedder
 
     @cached_property
     def limits(self) -> Limits:
