@@ -8,18 +8,20 @@ projected on the top ``DIM`` principal axes of the weighted rows (uncentred,
 so the projection of a sum is the sum of the projections). On
 ``bench_multilingual.py`` that keeps cross-lingual recall@10 at 0.96 (512
 unweighted dims: 0.95) and on ``bench_embedders.py`` English P@10 reason
-0.396 (``minilm-static``: 0.37), with ``minilm-static``'s width: 256 int8
+0.395 (``minilm-static``: 0.368), with ``minilm-static``'s width: 256 int8
 bytes per post in the store and the dense index.
 
-Computing all 128,010 rows takes ~6 s on 2 cores, and the table is 33 MB of
-int8: too big to ship, too slow for every process. It is built on first use
-into the per-user cache (``static_embedder.user_cache_dir()``, shared by every
-townsquare home), keyed by the weights package's version and the weights'
-size, together with the SentencePiece model rebuilt as a ``tokenizers``
-Tokenizer; a fresh process then loads both in ~0.1 s instead of parsing the
-SentencePiece model in pure Python (~1.5 s) and computing tokens lazily.
-The write is atomic (temp file + rename): two processes building at once both
-write a whole table, the last rename wins. ``python -m townsquare.index.use_table``
+Computing all 128,010 rows takes 6-20 s on 2 cores (busy or not), and the
+int8 table is 33 MB: too big to ship, too slow for every process. It is built
+on first use into the per-user cache (``static_embedder.user_cache_dir()``,
+shared by every townsquare home), keyed by the weights package's version and
+the weights' size, together with the SentencePiece model rebuilt as a
+``tokenizers`` Tokenizer; a fresh process then loads both in ~0.4 s (most of
+it the 128k-piece tokenizer, also ~100 MB of the embedder's memory) instead of
+parsing the SentencePiece model in pure Python (~1.5 s) and computing tokens
+lazily (160-480 posts/s in a fresh process before). The write is atomic (temp
+file + rename): two processes building at once both write a whole table, the
+last rename wins. ``python -m townsquare.index.use_table``
 builds it ahead of time (an image build, a deploy step).
 """
 
@@ -95,7 +97,7 @@ def load(cache_dir: Path | None = None) -> UseTable:
             return _loaded[path]
         if not path.is_file():
             log.warning("building the use-static token table into %s "
-                        "(once per user, ~6 s on 2 cores)", path)
+                        "(once per user, 6-20 s on 2 cores)", path)
             t0 = time.perf_counter()
             save(*build(), path)
             log.info("use-static table built in %.1f s", time.perf_counter() - t0)
