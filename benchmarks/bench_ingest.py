@@ -1,7 +1,7 @@
 """Ingest throughput end to end from JSONL: parse, normalize, store (+ embed).
 
     python benchmarks/bench_ingest.py [--posts 200000] [--embedders none,minilm-static]
-    python benchmarks/bench_ingest.py --real [--posts 84869]
+    python benchmarks/bench_ingest.py --real [--posts 84869] [--real-embedders default,use-static]
     python benchmarks/bench_ingest.py --jetstream [--posts 50000] [--likes-per-post 6]
 
 Generated posts (the default): runs the real pipeline (JsonlSource ->
@@ -15,7 +15,9 @@ each row one ``townsquare ingest jsonl FILE`` subprocess from a FRESH home,
 timed from process start to exit, paired with a bare SQLite FTS5 insert of the
 same texts in the same run (one transaction, WAL, one column). ``cold`` also
 starts from an empty per-user table cache; ``warm`` reuses the cache a previous
-row filled. Target: default embedder, cold, >= 0.3x the bare FTS5 rate (goal 0.5x).
+row filled (for ``use-static``: the token table it builds on first use).
+``--real-embedders`` picks the embedders paired (each cold and warm). Target:
+default embedder, cold, >= 0.3x the bare FTS5 rate (goal 0.5x).
 
 ``--jetstream`` measures the cost of engagement (issue #15): the same posts
 as Jetstream v1 messages, each author a DID, with ``--likes-per-post`` likes
@@ -200,7 +202,7 @@ def cli_ingest(path: Path, home: Path, cache: Path, embedder: str | None) -> tup
     return time.perf_counter() - t0, children_cpu() - c0
 
 
-def real_main(n: int, rounds: int) -> None:
+def real_main(n: int, rounds: int, embedders: list[str]) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -209,11 +211,10 @@ def real_main(n: int, rounds: int) -> None:
         warm_cache = tmp / "warm-cache"
         for r in range(rounds):
             fts, fts_cpu = fts5_insert(texts, tmp / f"fts{r}.db")
-            runs = [
-                ("minilm-static (default), cold", None, tmp / f"cold-cache{r}"),
-                ("minilm-static (default), warm", None, warm_cache),
-                ("none", "none", warm_cache),
-            ]
+            # cold: an empty per-user cache; warm: the same cache, as the cold row left it
+            runs = [(f"{emb or 'default'}, {state}", emb, tmp / f"cache{r}-{emb}")
+                    for emb in embedders for state in ("cold", "warm")]
+            runs.append(("none", "none", warm_cache))
             rows.append(["bare FTS5 insert", n, round(fts, 2), n / fts, "1.00x",
                          round(fts_cpu, 2), "1.00x"])
             for label, emb, cache in runs:
@@ -236,6 +237,8 @@ def main() -> None:
     ap.add_argument("--likes-per-post", type=float, default=6.0)
     ap.add_argument("--real", action="store_true", help="real tweets via the CLI vs bare FTS5")
     ap.add_argument("--rounds", type=int, default=1, help="--real: repeat the paired rows")
+    ap.add_argument("--real-embedders", default="default",
+                    help="--real: embedders to pair (comma-separated; 'default': no flag)")
     args = ap.parse_args()
     if args.jetstream:
         run_jetstream(args.posts or 50_000, args.likes_per_post)
@@ -244,7 +247,8 @@ def main() -> None:
         if not (SHARED / "tweets" / "Tweets.csv").is_file():
             print(f"skipped: {SHARED} not found (../shared/data lives beside the repo)")
             return
-        real_main(args.posts or 84_869, args.rounds)
+        real_main(args.posts or 84_869, args.rounds,
+                  [e if e != "default" else None for e in args.real_embedders.split(",")])
         return
     posts = args.posts or 200_000
     rows = []

@@ -1,6 +1,6 @@
 """Cross-lingual retrieval: French questions finding English posts and back.
 
-    python benchmarks/bench_multilingual.py [--embedders minilm-static,use-multilingual]
+    python benchmarks/bench_multilingual.py [--embedders use-static,minilm-static,use-multilingual]
                                             [--distractors 1000]
 
 The set (``benchmarks/data/bilingual_fr_en.jsonl``, written for this
@@ -70,7 +70,7 @@ def recall(emb: object, events: list[dict[str, str]], pool: np.ndarray, q_lang: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embedders", default="minilm-static,use-multilingual")
+    ap.add_argument("--embedders", default="use-static,minilm-static")
     ap.add_argument("--distractors", type=int, default=1000, help="real English tweets added")
     args = ap.parse_args()
     events, distractors = load_set(args.distractors)

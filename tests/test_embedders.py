@@ -362,7 +362,7 @@ def use_static() -> Embedder:
 
 @pytest.mark.slow
 def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
-    assert use_static.name == "use-static" and use_static.dim == 512
+    assert use_static.name == "use-static" and use_static.dim == 256
     check_unit_rows(use_static, TEXTS)
     check_empty_inputs(use_static)
     np.testing.assert_allclose(use_static.embed(TEXTS[:3]), use_static.embed(TEXTS)[:3],
@@ -375,6 +375,36 @@ def test_use_static_embedder_is_cross_lingual(use_static: Embedder) -> None:
     ])
     assert strike @ greve > strike @ cheese + 0.1
     assert pizza @ cheese > pizza @ greve + 0.1
+
+
+@pytest.mark.slow
+def test_use_static_table_is_built_once_into_the_per_user_cache(
+    use_static: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from townsquare.index import use_table
+
+    monkeypatch.setenv("TOWNSQUARE_TABLE_CACHE", str(tmp_path / "cache"))
+    assert not use_table.cache_path().exists()
+    built = EMBEDDERS.create("use-static")  # builds it: no table in this cache yet
+    path = use_table.cache_path()
+    assert path.is_file() and path.parent == tmp_path / "cache"
+    assert not list(path.parent.glob("*.tmp"))  # written atomically
+    mtime = path.stat().st_mtime_ns
+    use_table._loaded.clear()  # what a fresh process sees: the file, not this one's memo
+    again = EMBEDDERS.create("use-static")
+    assert path.stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    # The same rows as the table every other test uses (built in the per-user cache).
+    np.testing.assert_allclose(again.embed(TEXTS), use_static.embed(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(built.embed(TEXTS), again.embed(TEXTS), atol=1e-6)
+    # The word cache (all new words tokenized as one text) gives what tokenizing each
+    # whole text does: the sum of its tokens' rows.
+    fresh = EMBEDDERS.create("use-static")
+    got = fresh.embed(TEXTS[:5])
+    for text, vec in zip(TEXTS[:5], got, strict=True):
+        ids = fresh._tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
+        whole = (fresh._rows[ids].astype(np.float32)  # type: ignore[attr-defined]
+                 * fresh._scales[ids, None]).sum(axis=0)  # type: ignore[attr-defined]
+        np.testing.assert_allclose(vec, whole / np.linalg.norm(whole), atol=1e-5)
 
 
 @pytest.mark.slow

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     #: Empty: SQLite at <home>/townsquare.db. Or sqlite:///path, postgresql://...
     store: str = ""
-    #: Dense embedder: minilm-static (fast, default), minilm (full model), hash (tests), none.
-    embedder: str = "minilm-static"
+    #: Dense embedder: use-static (fast, cross-lingual, default), minilm-static (fast,
+    #: English), minilm (full model), use-multilingual (full model), hash (tests), none.
+    embedder: str = "use-static"
     #: LLM backend: local (SmolLM2 in-process), openai (any compatible server), fake (tests).
     llm: str = "local"
     llm_threads: int = 0  # 0 = all cores

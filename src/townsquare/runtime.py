@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 class Runtime:
     """The parts of townsquare for one settings object, each built once, on first use."""
@@ -89,9 +91,36 @@ class Runtime:
     @property
     def embedder(self) -> Embedder | None:
         """The configured embedder (``None`` for ``embedder = "none"``); may take a while."""
+        return self._once("embedder", self._make_embedder)
+
+    def _make_embedder(self) -> Embedder | None:
+        """The configured embedder; for a home whose vectors another one made, that one.
+
+        Vectors of two embedders are not comparable (and ``minilm-static`` and
+        ``use-static`` have the same width, so nothing would notice). A home
+        indexed before the default changed keeps the embedder it recorded,
+        unless one was chosen explicitly (flag, env, config.toml): then the
+        store refuses the mix, as it always did.
+        """
         name = self.settings.embedder
-        return self._once("embedder", lambda: None if name == "none" else EMBEDDERS.create(
-            name, cache_dir=self.settings.cache_dir))
+        if name == "none":
+            return None
+        if "embedder" not in self.settings.model_fields_set:
+            recorded = (self.store.embedder_name() or "").rpartition("/")[0]
+            if recorded and recorded != name:
+                log.warning(
+                    "this home's vectors were made by the %s embedder: using it, not the "
+                    "default %s (set embedder = %r to silence this, or start a fresh home "
+                    "to use %s)", recorded, name, recorded, name)
+                name = recorded
+        embedder = EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
+        holds = self.store.embedder_name()
+        if holds and holds != f"{embedder.name}/{embedder.dim}":
+            raise ValueError(
+                f"this store holds vectors from embedder {holds!r}, not "
+                f"{embedder.name}/{embedder.dim}; use the same --embedder or a fresh store"
+            )
+        return embedder
 
     @property
     def limits(self) -> Limits:

