@@ -11,7 +11,7 @@ and the error a quarantine record quotes are the standard library's.
 One difference remains: orjson reads an integer beyond 64 bits as a float
 where :func:`json.loads` gives an ``int``. A caller that needs an integer
 field exact re-reads the document with :func:`exact` when that field comes
-back a float. Without orjson installed, both are :func:`json.loads`.
+back a float.
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-exact = json.loads
+import orjson
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib still works
-    loads = json.loads
-else:
-    _orjson_loads = orjson.loads
-    _OrjsonError = orjson.JSONDecodeError
 
-    def loads(data: str | bytes) -> Any:
-        """``json.loads(data)``, faster for the documents orjson reads (see the module)."""
-        try:
-            return _orjson_loads(data)
-        except _OrjsonError:
-            return json.loads(data)
+def loads(data: str | bytes) -> Any:
+    """``json.loads(data)``, faster for the documents orjson reads (see the module)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def exact(data: str | bytes) -> Any:
+    """``json.loads(data)``: integers of any size stay integers."""
+    return json.loads(data)
 
 
 __all__ = ["exact", "loads"]
