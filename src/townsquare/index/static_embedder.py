@@ -18,6 +18,7 @@ the full model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -49,6 +50,9 @@ WORD_CACHE = 50_000
 _GROUP = 32
 _PADDED_GROUP = 64
 
+#: Remembered weights stamps, in the per-user cache (see ``_installed_stamp``).
+STAMPS_FILE = "weights-stamps.json"
+
 _table_lock = threading.Lock()
 _tables: dict[tuple[str | None, int], np.ndarray] = {}
 
@@ -61,7 +65,7 @@ def user_cache_dir() -> Path:
 
 def load_table(dim: int = DEFAULT_DIM, cache_dir: Path | None = None) -> np.ndarray:
     """The read-only float32 table: shipped, or cached/distilled for other installed weights."""
-    stamp = distill.installed_weights_stamp()  # None without the minilm extra
+    stamp = _installed_stamp(cache_dir or user_cache_dir())  # None without the minilm extra
     with _table_lock:
         key = (stamp, dim)
         if key in _tables:
@@ -82,6 +86,37 @@ def load_table(dim: int = DEFAULT_DIM, cache_dir: Path | None = None) -> np.ndar
         rows.flags.writeable = False
         _tables[key] = rows
         return rows
+
+
+def _installed_stamp(cache_dir: Path) -> str | None:
+    """``distill.installed_weights_stamp()``, remembered in the per-user cache.
+
+    The stamp hashes the installed weights (90 MB, a tenth of a second), which
+    every new process paid before its first post; the cache keeps it per file
+    version (path, size, modification time), like the in-process memo.
+    """
+    try:
+        path = distill.weights_file()
+        st = path.stat()
+    except (RuntimeError, OSError):
+        return None  # no minilm extra: the shipped table is the only one
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_dir / STAMPS_FILE
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+        if isinstance(known.get(key), str):
+            return str(known[key])
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    stamp = distill.weights_stamp(path)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: stamp}), encoding="utf-8")
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache: hash again next time
+        pass
+    return stamp
 
 
 def _shipped_rows(stamp: str | None, dim: int) -> np.ndarray | None:
