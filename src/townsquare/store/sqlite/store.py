@@ -437,11 +437,17 @@ class SQLiteStore(AccountsMixin, Store):
             return
         q, scales = quantize(np.stack([vectors[pid] for pid in ids]))
         assert self._next_seq is not None
-        rows = []
-        for i, pid in enumerate(ids):
-            key, created_ms = found[pid]
-            rows.append((key, self._next_seq, created_ms, float(scales[i]), q[i].tobytes()))
-            self._next_seq += 1
+        seq = self._next_seq
+        # Rows from whole arrays (one tobytes, one tolist), not per-row numpy calls.
+        width = q.shape[1]
+        blob = q.tobytes()
+        keys = [found[pid] for pid in ids]
+        rows = [
+            (key, seq + i, created_ms, scale, blob[i * width : (i + 1) * width])
+            for i, ((key, created_ms), scale) in enumerate(zip(keys, scales.tolist(),
+                                                               strict=True))
+        ]
+        self._next_seq = seq + len(rows)
         conn.executemany(
             "INSERT OR REPLACE INTO embeddings(post_key, seq, created_ms, scale, vec) "
             "VALUES (?,?,?,?,?)",
