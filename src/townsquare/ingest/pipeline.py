@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -151,9 +150,10 @@ class Ingestor:
         """
         events = self.limits.admit(batch.events)
         upserts = [ev.post for ev in events if isinstance(ev, Upsert)]
-        vectors: Mapping[str, Any] | None = None
+        vectors = None
         if self.embedder is not None and upserts:
-            vectors = _Vectors(self.embedder, upserts)
+            mat = self.embedder.embed([p.text for p in upserts])
+            vectors = {p.id: mat[i] for i, p in enumerate(upserts)}
         try:
             result = self.store.apply(stream_key, events, batch.cursor, vectors, staged)
         except Exception as exc:
@@ -161,8 +161,6 @@ class Ingestor:
                 raise
             log.warning("%s: the store refused a batch of %d (%s); isolating the record",
                         stream_key, len(events), _describe(exc))
-            if vectors is not None:
-                vectors = dict(vectors)
             result, refused = self._isolate(stream_key, events, batch.cursor, vectors)
             upserts = [p for p in upserts if p.id not in refused]
         now = utcnow()
@@ -189,7 +187,7 @@ class Ingestor:
         stream_key: str,
         events: list[Event],
         cursor: str | None,
-        vectors: Mapping[str, Any] | None,
+        vectors: dict[str, Any] | None,
     ) -> tuple[ApplyResult, set[str]]:
         """Apply ``events`` in ever smaller parts until each refused record stands
         alone, and quarantine those; see the module docstring. Returns the
@@ -222,49 +220,7 @@ class Ingestor:
         return total, refused
 
 
-class _Vectors(Mapping[str, Any]):
-    """A batch's vectors, computed in a thread of their own while the store writes its rows.
-
-    The store reads the vectors after the posts (it needs their keys), so
-    embedding the batch and inserting its rows overlap on two cores: both
-    spend most of their time in native code that releases the GIL (numpy,
-    the tokenizer, SQLite). Reading the mapping waits for the embedder and
-    raises what it raised; the transaction then rolls back as before.
-    """
-
-    def __init__(self, embedder: Embedder, posts: list[Post]) -> None:
-        self._posts = posts
-        self._result: dict[str, Any] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(embedder,), name="embed",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, embedder: Embedder) -> None:
-        try:
-            mat = embedder.embed([p.text for p in self._posts])
-            self._result = {p.id: mat[i] for i, p in enumerate(self._posts)}
-        except BaseException as exc:  # handed to the reader, in the writing thread
-            self._error = exc
-
-    def _done(self) -> dict[str, Any]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def __getitem__(self, key: str) -> Any:
-        return self._done()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._done())
-
-    def __len__(self) -> int:
-        return len(self._done())
-
-
-def _only(vectors: Mapping[str, Any] | None, events: list[Event]) -> dict[str, Any] | None:
+def _only(vectors: dict[str, Any] | None, events: list[Event]) -> dict[str, Any] | None:
     if not vectors:
         return None
     ids = {ev.post.id for ev in events if isinstance(ev, Upsert)}
