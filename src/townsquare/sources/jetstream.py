@@ -7,7 +7,7 @@ The cursor is the newest event's ``time_us`` (microseconds since the epoch).
 Jetstream replays from any cursor within its retention window, so after a
 drop or a restart the client asks for ``cursor - rewind`` (5 s by default):
 events may arrive twice, and idempotent upserts make that harmless, while a
-gap would lose posts. Messages are grouped into batches of up to 500 or
+gap would lose posts. Messages are grouped into batches of up to 4,000 or
 100 ms so the pipeline commits in few transactions.
 
 Event mapping (see :func:`parse_message`): a post create/update becomes an
