@@ -52,7 +52,7 @@ from townsquare.index import EMBEDDERS
 from townsquare.ingest import Ingestor
 from townsquare.model import Batch
 from townsquare.sources.base import Source
-from townsquare.sources.jetstream import parse_message
+from townsquare.sources.jetstream import JetstreamOptions, parse_message
 from townsquare.sources.jsonl import JsonlSource
 from townsquare.store.sqlite import SQLiteStore
 
@@ -70,7 +70,8 @@ def run_one(path: Path, db: Path, embedder_name: str) -> tuple[int, float]:
 
 
 class _Lines(Source):
-    """Jetstream messages from memory, parsed and batched as the websocket client does."""
+    """Jetstream messages from memory, parsed and batched as the websocket client does
+    (its default batch size; a live stream's batches are what arrives in 100 ms)."""
 
     kind = "bench"
 
@@ -82,8 +83,9 @@ class _Lines(Source):
         return "bench:jetstream"
 
     async def stream(self, cursor: str | None = None) -> AsyncIterator[Batch]:
-        for i in range(0, len(self.lines), 500):
-            parsed = [parse_message(line) for line in self.lines[i : i + 500]]
+        size = JetstreamOptions().batch_size
+        for i in range(0, len(self.lines), size):
+            parsed = [parse_message(line) for line in self.lines[i : i + size]]
             events = [p.event for p in parsed if p.event is not None]
             yield Batch(events, str(parsed[-1].time_us))
 

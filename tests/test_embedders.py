@@ -262,7 +262,8 @@ def test_other_weights_distil_once_into_the_user_cache(
     monkeypatch.setenv("TOWNSQUARE_TABLE_CACHE", str(tmp_path / "cache"))
     emb = static_embedder.StaticEmbedder(dim=32)
     first = emb.embed(TEXTS[:3])
-    (cached,) = (tmp_path / "cache").iterdir()
+    # The table, and the remembered stamp of the weights it was distilled from.
+    (cached,) = (p for p in (tmp_path / "cache").iterdir() if p.name != static_embedder.STAMPS_FILE)
     assert cached.name.endswith(distill.table_name(32)) and cached.name.startswith(
         distill.weights_stamp()
     )
@@ -274,7 +275,23 @@ def test_other_weights_distil_once_into_the_user_cache(
     monkeypatch.setattr(distill, "distill", no_distill)
     again = static_embedder.StaticEmbedder(dim=32)
     np.testing.assert_allclose(again.embed(TEXTS[:3]), first, atol=1e-6)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no temp left
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert left == sorted([cached.name, static_embedder.STAMPS_FILE])  # no temp left
+
+
+def test_weights_stamp_is_remembered_in_the_user_cache(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process reads the installed weights' stamp from the per-user cache instead of
+    hashing 90 MB again before its first post."""
+    first = static_embedder._installed_stamp(tmp_path)
+    assert first == distill.weights_stamp()
+
+    def hashed_again(*_: object) -> str:
+        raise AssertionError("the remembered stamp should have been used")
+
+    monkeypatch.setattr(distill, "weights_stamp", hashed_again)
+    assert static_embedder._installed_stamp(tmp_path) == first
 
 
 def test_default_path_runs_without_torch(tmp_path: Path) -> None:

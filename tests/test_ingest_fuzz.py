@@ -658,3 +658,34 @@ def test_mixed_files_through_the_jsonl_source(
     assert not missing and stats.quarantined == len(batch) - len(good)
     offsets = json.loads(store.get_cursor(f"jsonl:{path}") or "{}")["offsets"]
     assert offsets == {str(path): path.stat().st_size}
+
+
+
+@pytest.mark.parametrize("document", [
+    # What orjson reads differently or refuses: the standard library's reading stands.
+    '{"id": 123456789012345678901234567890, "author": "a", "text": "t", '
+    '"created_at": "2026-11-01T00:00:00Z"}',
+    '{"id": "1", "author": "a", "text": "t", "created_at": 1.7e9, '
+    '"reply_to": -99999999999999999999}',
+    '{"id": "1", "author": "a", "text": "t", "created_at": NaN}',
+    '{"id": "1", "author": "a", "text": "\\ud800", "created_at": "2026-11-01T00:00:00Z"}',
+    '{"id": "1", "author": "a", "text": "t", "created_at": "2026-11-01T00:00:00Z", "x": '
+    + "[" * 2000 + "]" * 2000 + "}",
+    '\ufeff{"id": "1", "author": "a", "text": "t", "created_at": "2026-11-01T00:00:00Z"}',
+    '{"id": "1", "author": "a", "text": "t", "created_at": "2026-11-01T00:00:00Z"} x',
+])
+def test_fast_json_gives_the_standard_librarys_events(
+    document: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSONL and Jetstream parsers read with orjson where it agrees with ``json.loads``:
+    integers past 64 bits, NaN, lone surrogates, deep nesting, a BOM and trailing bytes
+    give the same post, or the same quarantine reason, as the standard library alone."""
+    from townsquare.sources import _json as fast_json
+
+    message = ('{"did":"did:plc:a","time_us":123456789012345678901234,"kind":"commit",'
+               '"commit":{"operation":"delete","collection":"app.bsky.feed.post","rkey":"r"}}')
+    fast = (parse_line(document), parse_line(document.encode()), parse_message(message))
+    monkeypatch.setattr(fast_json, "loads", json.loads)
+    slow = (parse_line(document), parse_line(document.encode()), parse_message(message))
+    assert repr(fast) == repr(slow)
+    assert slow[2].time_us == 123456789012345678901234

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-HASHTAG_RE = re.compile(r"(?<![\w&])#(\w{1,100})", re.UNICODE)
-MENTION_RE = re.compile(r"(?<![\w@])@([\w.\-]{1,100}(?:@[\w.\-]+)?)", re.UNICODE)
+# The marker comes first and the look-behind after it (the character before the
+# marker must not be a word character, nor "&" before "#" or "@" before "@"): a
+# pattern that starts with a literal is searched for that character alone,
+# several times faster than trying the look-behind at every position.
+HASHTAG_RE = re.compile(r"#(?<![\w&]#)(\w{1,100})", re.UNICODE)
+MENTION_RE = re.compile(r"@(?<![\w@]@)([\w.\-]{1,100}(?:@[\w.\-]+)?)", re.UNICODE)
 
 
 def extract_hashtags(text: str) -> list[str]:

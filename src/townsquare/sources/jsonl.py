@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from townsquare.model import QUARANTINE_RAW_CAP, Batch, Delete, Event, Post, Upsert, quarantine
 from townsquare.sources import SOURCES
+from townsquare.sources import _json as fast_json
 from townsquare.sources.base import Source, SourceError
 from townsquare.timeutil import parse_time
 
@@ -65,11 +66,14 @@ def parse_line(line: bytes | str, source: str = "jsonl") -> Event:
             except UnicodeDecodeError:
                 text = line  # json.loads reads UTF-16/32 bytes itself, or says why not
         try:
-            obj = json.loads(text)
+            obj = fast_json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return quarantine(source, line, f"invalid JSON: {exc}")
         if type(obj) is not dict:
             return quarantine(source, line, f"expected a JSON object, got {type(obj).__name__}")
+        if float in (type(obj.get("id")), type(obj.get("reply_to")), type(obj.get("quote_of")),
+                     type(obj.get("created_at"))):
+            obj = fast_json.exact(text)  # an integer beyond 64 bits stays an integer
         get = obj.get
         pid = get("id")
         author: Any = get("author")

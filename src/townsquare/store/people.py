@@ -108,22 +108,23 @@ def directory_update(
 ) -> DirectoryUpdate:
     """The directory writes a run of posts needs (``known``: id -> (handle, name) stored)."""
     latest: dict[str, list[Any]] = {}
-    for p in posts:
+    for p in posts:  # per post: kept to attribute reads and one dict lookup
         aid = p.author_id or p.author
         row = latest.get(aid)
-        ms = to_ms(p.created_at)
         if row is None:
-            latest[aid] = [p.source, p.author, p.author_name, ms]
+            latest[aid] = [p.source, p.author, p.author_name, p.created_at]
         else:
             row[1] = p.author
-            row[2] = p.author_name or row[2]
-            row[3] = min(row[3], ms)
+            if p.author_name:
+                row[2] = p.author_name
+            if p.created_at < row[3]:
+                row[3] = p.created_at
     update = DirectoryUpdate([], [], [])
     for aid, (source, handle, name, first) in latest.items():
         before = known.get(aid)
         handle = known_handle(aid, handle, before)
         if before is None:
-            update.new.append((aid, source, handle, name, first))
+            update.new.append((aid, source, handle, name, to_ms(first)))
         else:
             name = name or before[1]
             if before == (handle, name):

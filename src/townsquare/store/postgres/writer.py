@@ -189,9 +189,15 @@ class BatchWriter:
         self.result = ApplyResult()
 
     def apply(self, events: Sequence[Event]) -> ApplyResult:
-        """Apply events in order, consecutive events of one kind as one statement."""
-        engaged: list[Engage] = []  # counted last: a like may come before its post
-        for kind, group in groupby(events, key=type):
+        """Apply events in order, consecutive events of one kind as one statement.
+
+        Quarantine records and engagement touch no post row, so they do not cut
+        a run of upserts (a like between every two posts made each post its own
+        statements); they are written after the rest, engagement last (a like
+        may come before its post in the batch).
+        """
+        ordered = [ev for ev in events if not isinstance(ev, Engage | Quarantine)]
+        for kind, group in groupby(ordered, key=type):
             run = list(group)
             if kind is Upsert:
                 self._upsert([ev.post for ev in run])  # type: ignore[union-attr]
@@ -206,10 +212,10 @@ class BatchWriter:
                     )
                     self._identity(ev)
                     self.result.identities += 1
-            elif kind is Engage:
-                engaged += run  # type: ignore[arg-type]
-            elif kind is Quarantine:
-                self._quarantine(run)  # type: ignore[arg-type]
+        quarantined = [ev for ev in events if isinstance(ev, Quarantine)]
+        if quarantined:
+            self._quarantine(quarantined)
+        engaged = [ev for ev in events if isinstance(ev, Engage)]
         if engaged:
             self._engage(engaged)
         return self.result
