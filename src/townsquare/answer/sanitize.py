@@ -63,16 +63,20 @@ def clean_text(text: str) -> str:
     Repeated until nothing changes: removing one piece must not assemble another
     (``[1]<a href=…>(x)`` would otherwise leave a markdown link ``[1](x)``).
     """
+    return _until_stable(text, urls=True)
+
+
+def _until_stable(text: str, urls: bool) -> str:
     out = text
     for _ in range(8):
-        cleaner = _clean_once(out)
+        cleaner = _clean_once(out, urls)
         if cleaner == out:
             break
         out = cleaner
     return out
 
 
-def _clean_once(text: str) -> str:
+def _clean_once(text: str, urls: bool = True) -> str:
     out = _REF_DEF.sub("", text)
     out = _MD_IMAGE.sub("", out)
     out = _MD_LINK.sub(lambda m: m.group(1), out)
@@ -89,8 +93,9 @@ def _clean_once(text: str) -> str:
         if _TAG.search(decoded) or _URL.search(decoded) or _OPEN_TAG.search(decoded):
             out = _TAG.sub("", _BLOCK.sub("", decoded)).replace("<", "‹").replace(">", "›")
     out = _CSS_URL.sub("", out)
-    out = _URL.sub("", out)
-    out = _DOMAIN_PATH.sub("", out)
+    if urls:
+        out = _URL.sub("", out)
+        out = _DOMAIN_PATH.sub("", out)
     out = re.sub(r"[ \t]{2,}", " ", out)
     out = re.sub(r" +([.,])(?=\s|$)", r"\1", out)
     return out.strip(" \t")
@@ -100,13 +105,15 @@ _FETCHABLE_SPLIT = re.compile(f"{_URL.pattern}|{_DOMAIN_PATH.pattern}", re.IGNOR
 
 
 def runs_between_urls(text: str) -> list[str]:
-    """``text`` cut where a URL or a bare domain path stands.
+    """``text`` without markup, cut where a bare URL or domain path stands.
 
     A verbatim quote must stay inside one run: :func:`clean_text` drops the URL,
     and a quote across it would join words the author did not write together
-    ("by end of year http://t.co/x via" is not "by end of year via").
+    ("by end of year http://t.co/x via" is not "by end of year via"). Markup
+    (images, tags, links: a URL inside them is part of them) goes first.
     """
-    return [run for run in _FETCHABLE_SPLIT.split(text) if run.strip()]
+    markup_free = _until_stable(text, urls=False)
+    return [run for run in _FETCHABLE_SPLIT.split(markup_free) if run.strip()]
 
 
 def has_fetchable(text: str) -> bool:
