@@ -188,6 +188,36 @@ async def test_who_is_answers_from_the_accounts_own_posts() -> None:
             assert {c["author"] for c in resp.json()["citations"]} == {"jdupont.bsky.social"}
 
 
+async def test_an_account_that_said_nothing_is_not_given_others_words() -> None:
+    """"What does @x say?" when @x has no such posts: said plainly, then others' posts that
+    mention @x, each quoted under its own author; never an answer in @x's name."""
+    posts = [*PEOPLE,
+             post("r1", "traveller", "@railco the strike stranded us at the station", 15),
+             post("r2", "commuter", "@railco when do trains run again after the strike?", 25)]
+    async with serve_app(posts) as api:
+        h = Api.auth(api.key("k"))
+
+        async def ask(q: str) -> dict[str, Any]:
+            resp = await api.client.post("/v1/chat/completions", headers=h, json={
+                "messages": [{"role": "user", "content": q}]})
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+
+        body = await ask("what does @railco say about the strike?")
+        text = body["choices"][0]["message"]["content"]
+        assert text.startswith("I found no posts by @railco about that. "
+                               "Posts that mention @railco:")
+        assert {c["author"] for c in body["citations"]} == {"traveller", "commuter"}
+        assert "@traveller" in text and "@commuter" in text
+        body = await ask("que dit @railco de la grève ?")
+        assert body["choices"][0]["message"]["content"].startswith(
+            "Je n'ai trouvé aucun message de @railco à ce sujet.")
+        body = await ask("what does @nobody say about the strike?")
+        assert body["choices"][0]["message"]["content"] == (
+            "I found no posts by @nobody about that.")
+        assert body["citations"] == []
+
+
 async def test_authors_route_lists_and_shows_accounts() -> None:
     async with serve_app(PEOPLE) as api:
         await _people_api(api)

@@ -80,7 +80,7 @@ import functools
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ from townsquare.answer.compose import compose
 from townsquare.answer.personas import Persona, Personas
 from townsquare.answer.policy import Policy
 from townsquare.answer.prompt import build_prompt
-from townsquare.answer.query import QueryPlan, SearchMode, understand
+from townsquare.answer.query import QueryPlan, SearchMode, split_handles, understand
 from townsquare.answer.sanitize import clean_text
 from townsquare.answer.verify import Gate, Verification
 from townsquare.errors import NotFound
@@ -325,6 +325,23 @@ class AnswerEngine:
             trend_posts = await asyncio.to_thread(self.trending)
             if trend_posts:
                 posts = _merge(trend_posts, posts, max(1, request.max_search_results))
+        notice = ""
+        named = _named_handles(question, plan, request)
+        if plan.retrieve and not posts and named:
+            # "what does @x say about y?" and @x said nothing: say so, then show what
+            # others said to or about @x, each quote under its own author.
+            who = ", ".join("@" + h for h in named)
+            notice = language.text("none_by_author", lang).format(
+                who=who, window=language.window_label(plan.window, lang))
+            posts = await asyncio.to_thread(
+                self._mentioning, named, plan, request, now)
+            if posts:
+                notice += " " + language.text("mentioning", lang).format(who=who)
+            else:
+                notice = clean_text(notice)
+                yield Delta(notice)
+                yield Final(await turn.finish(notice, []))
+                return
         turn.timings["retrieval_s"] = time.perf_counter() - started
         if plan.retrieve and not posts:
             text = clean_text(persona.no_results_text(plan.window, lang))  # a user persona's
@@ -339,7 +356,9 @@ class AnswerEngine:
         turn.timings["prompt_s"] = time.perf_counter() - started - turn.timings["retrieval_s"]
         gate = Gate(prompt.posts, now)
         turn.gate = gate
-        style = self.style_for(llm)
+        # Posts of others, after the named account said nothing: quoted under their own
+        # authors (composed), never handed to a model asked what the account says.
+        style = "grounded" if notice else self.style_for(llm)
         if style == "grounded" or not plan.retrieve:
             if plan.retrieve:
                 text = compose(question, prompt.posts, now, lang, persona.framing)
@@ -349,6 +368,8 @@ class AnswerEngine:
             if not out:
                 out = language.text("no_search" if not plan.retrieve else "nothing_supported",
                                     lang)
+            if notice:
+                out = clean_text(notice) + "\n" + out
             turn.timings["ttft_s"] = time.perf_counter() - started
             yield Delta(out)
             yield Final(await turn.finish(out, finalize(gate, prompt.posts)))
@@ -416,6 +437,18 @@ class AnswerEngine:
             )
         yield Final(await turn.finish(text, finalize(gate, prompt.posts), usage=usage))
 
+    def _mentioning(self, handles: list[str], plan: QueryPlan, request: AnswerRequest,
+                    now: datetime) -> list[Post]:
+        """Posts on the question's topic that mention one of ``handles`` (by others)."""
+        limit = max(1, request.max_search_results)
+        query = " ".join([plan.search_text, *handles]).strip()
+        filters = replace(plan.filters, authors=[])
+        hits = self.retriever.search(
+            SearchRequest(query, filters, limit=limit * 5, sort=request.sort), now)
+        wanted = set(handles)
+        return [h.post for h in hits
+                if wanted & {m.lower() for m in h.post.mentions}][:limit]
+
     def _conversation(self, request: AnswerRequest) -> tuple[Conversation, list[StoredMessage]]:
         if request.conversation_id:
             conv = self.store.get_conversation(request.conversation_id, request.owner)
@@ -440,6 +473,14 @@ _TRENDING_RE = re.compile(
     r"|qu'?est-ce qui se passe|que se passe-t-il|quoi de neuf)\b",
     re.IGNORECASE,
 )
+
+
+def _named_handles(question: str, plan: QueryPlan, request: AnswerRequest) -> list[str]:
+    """@handles the question names as speakers, when they (not the caller) set the filter."""
+    if request.filters.authors or not plan.filters.authors:
+        return []
+    asked = set(split_handles(question)[1])
+    return [a for a in plan.filters.authors if a in asked]
 
 
 def asks_trending(question: str) -> bool:

@@ -51,6 +51,8 @@ TEXTS: dict[str, dict[str, str]] = {
             "answer from the freshest posts, with sources."
         ),
         "nothing_supported": "The posts found do not say enough to answer that.",
+        "none_by_author": "I found no posts by {who} about that{window}.",
+        "mentioning": "Posts that mention {who}:",
     },
     "fr": {
         "no_results": "Je n'ai trouvé aucun message à ce sujet{window}.",
@@ -69,6 +71,8 @@ TEXTS: dict[str, dict[str, str]] = {
             "lieu, et je répondrai à partir des messages les plus récents, sources à l'appui."
         ),
         "nothing_supported": "Les messages trouvés n'en disent pas assez pour répondre.",
+        "none_by_author": "Je n'ai trouvé aucun message de {who} à ce sujet{window}.",
+        "mentioning": "Des messages qui mentionnent {who} :",
     },
 }
 
