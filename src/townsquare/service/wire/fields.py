@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Request
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 def _encodable(value: str) -> str:
@@ -77,3 +77,9 @@ def _query_names(dependant: Any) -> set[str]:
         names.update(p.alias for p in current.query_params)
         todo.extend(current.dependencies)
     return names
+
+
+class Strict(BaseModel):
+    """A request object: unknown fields are refused, never dropped."""
+
+    model_config = ConfigDict(extra="forbid")

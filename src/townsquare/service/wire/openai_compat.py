@@ -20,197 +20,47 @@ Search extensions, all turned into one :class:`~townsquare.store.base.SearchFilt
   ``search_domain_filter`` (``-domain`` excludes), ``search_after_date_filter``
   and ``search_before_date_filter`` (``%m/%d/%Y``), ``return_citations``.
 
-Responses are plain dicts (the SDKs parse JSON, not our classes), and the
-streamed chunks are assembled from pre-serialized pieces so a token costs
-one ``json.dumps`` of its text; sse-starlette frames them as events.
+The search options' models live in :mod:`~townsquare.service.wire.search_options`,
+responses and streaming in :mod:`~townsquare.service.wire.responses`; both are
+re-exported here, the one module routes import the wire format from.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from pydantic import Field, field_validator, model_validator
 
-from townsquare.service.wire.fields import Text, neutral
+from townsquare.service.wire.fields import Strict, Text, neutral
+from townsquare.service.wire.responses import (
+    DONE,
+    SHUTDOWN_GRACE_S,
+    SSE_SEP,
+    ChunkWriter,
+    MarkerStripper,
+    chat_completion,
+    completion_id,
+    event_stream,
+    model_object,
+    now_s,
+    sse,
+    strip_markers,
+    usage_dict,
+)
+from townsquare.service.wire.search_options import (
+    RECENCY,
+    SOURCE_TYPES,
+    Domains,
+    Handles,
+    SearchParameters,
+    SearchSource,
+    SortOrder,
+    WebSearchTool,
+    XSearchTool,
+    us_date,
+)
 from townsquare.store.base import SearchFilters, normalize_domain
-from townsquare.timeutil import parse_since
-
-#: xAI's source types, mapped to the ``source`` field of our posts.
-SOURCE_TYPES: dict[str, list[str]] = {
-    "x": ["bluesky", "mastodon"],
-    "social": ["bluesky", "mastodon"],
-    "bluesky": ["bluesky"],
-    "mastodon": ["mastodon"],
-    "news": ["rss"],
-    "web": ["rss"],
-    "rss": ["rss"],
-    "jsonl": ["jsonl"],
-    "demo": ["demo"],
-}
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-Handles = list[Text] | None
-Domains = Annotated[list[Text] | None, Field(None, max_length=100)]
-SortOrder = Literal["relevance", "latest", "top"]
-#: Perplexity's ``search_recency_filter``.
-RECENCY: dict[str, timedelta] = {
-    "hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1),
-    "month": timedelta(days=31), "year": timedelta(days=366),
-}
-
-_NO_VIEWS = "no source townsquare reads publishes view counts"
-
-
-class Strict(BaseModel):
-    """A request object: unknown fields are refused, never dropped."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class SearchSource(Strict):
-    """One entry of ``search_parameters.sources``, xAI style: ``{"type": "x", ...}``.
-
-    An entry is a scope: its type's sources, narrowed by its own options.
-    """
-
-    type: Literal["x", "social", "bluesky", "mastodon", "news", "web", "rss", "jsonl", "demo"]
-    included_x_handles: Handles = Field(None, max_length=100)
-    excluded_x_handles: Handles = Field(None, max_length=100)
-    x_handles: Handles = Field(None, max_length=100)
-    allowed_websites: Domains = None
-    excluded_websites: Domains = None
-    post_favorite_count: int | None = Field(None, ge=0, description="at least this many likes")
-    post_view_count: Annotated[int | None, neutral(None, why=_NO_VIEWS)] = None
-    country: Annotated[str | None, neutral(
-        None, why="posts carry no country (use langs for the language)")] = None
-    safe_search: Annotated[bool | None, neutral(
-        None, why="posts carry no safety rating to filter on")] = None
-    links: Annotated[list[str] | None, neutral(
-        None, [], why="posts do not record which feed URL they came from; use "
-        "allowed_websites for the sites of posts' URLs")] = None
-
-    def scope(self) -> SearchFilters:
-        return SearchFilters(
-            sources=list(SOURCE_TYPES[self.type]),
-            authors=[*(self.included_x_handles or []), *(self.x_handles or [])],
-            exclude_authors=list(self.excluded_x_handles or []),
-            domains=[normalize_domain(d) for d in self.allowed_websites or []],
-            exclude_domains=[normalize_domain(d) for d in self.excluded_websites or []],
-            min_likes=self.post_favorite_count,
-        )
-
-
-class SearchParameters(Strict):
-    """xAI's live-search parameters (``mode``: auto, on, off), plus ``langs`` and ``sort``."""
-
-    mode: Literal["auto", "on", "off"] = "auto"
-    from_date: Text | None = Field(None, max_length=64,
-                                   description="YYYY-MM-DD, ISO 8601, or relative (2h, 3d)")
-    to_date: Text | None = Field(None, max_length=64,
-                                 description="YYYY-MM-DD (whole day), ISO 8601, or relative")
-    sources: list[SearchSource | Text] | None = Field(None, max_length=20)
-    included_handles: Handles = Field(None, max_length=100)
-    excluded_handles: Handles = Field(None, max_length=100)
-    included_x_handles: Handles = Field(None, max_length=100)
-    excluded_x_handles: Handles = Field(None, max_length=100)
-    langs: list[Text] | None = Field(None, max_length=20)
-    max_search_results: int | None = Field(None, ge=1, le=50)
-    return_citations: bool = True
-    sort: SortOrder = Field("relevance", description="relevance (with recency), latest, or "
-                            "top (most engagement)")
-
-    @field_validator("sources")
-    @classmethod
-    def _known_types(cls, v: list[SearchSource | str] | None) -> list[SearchSource | str] | None:
-        for src in v or []:
-            if isinstance(src, str) and src not in SOURCE_TYPES:
-                raise ValueError(f"unknown source type {src!r}; one of {', '.join(SOURCE_TYPES)}")
-        return v
-
-    def filters(self) -> SearchFilters:
-        """The store filters these parameters mean; ValueError names a bad field."""
-        since = _bound(self.from_date, "from_date", end_of_day=False)
-        until = _bound(self.to_date, "to_date", end_of_day=True)
-        included = [*(self.included_handles or []), *(self.included_x_handles or [])]
-        excluded = [*(self.excluded_handles or []), *(self.excluded_x_handles or [])]
-        scopes = [
-            src.scope() if isinstance(src, SearchSource)
-            else SearchFilters(sources=list(SOURCE_TYPES[src]))
-            for src in self.sources or []
-        ]
-        return SearchFilters(
-            since=since,
-            until=until,
-            authors=list(dict.fromkeys(included)),
-            exclude_authors=list(dict.fromkeys(excluded)),
-            langs=list(self.langs or []),
-            scopes=scopes,
-        )
-
-
-def _bound(value: str | None, name: str, end_of_day: bool,
-           prefix: str = "search_parameters.") -> datetime | None:
-    if not value:
-        return None
-    try:
-        when = parse_since(value)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise ValueError(f"{prefix}{name}: {exc}") from None
-    if when is not None and end_of_day and _DATE_ONLY.match(value.strip()):
-        when += timedelta(days=1) - timedelta(milliseconds=1)
-    return when
-
-
-class XSearchTool(Strict):
-    """xAI's server-side ``x_search`` tool: posts, by handle and date."""
-
-    type: Literal["x_search"]
-    allowed_x_handles: Handles = Field(None, max_length=100)
-    excluded_x_handles: Handles = Field(None, max_length=100)
-    from_date: Text | None = Field(None, max_length=64)
-    to_date: Text | None = Field(None, max_length=64)
-    enable_image_understanding: Annotated[bool | None, neutral(
-        None, False, why="townsquare reads posts' text only")] = None
-    enable_video_understanding: Annotated[bool | None, neutral(
-        None, False, why="townsquare reads posts' text only")] = None
-
-    @model_validator(mode="after")
-    def _one_handle_list(self) -> XSearchTool:
-        if self.allowed_x_handles and self.excluded_x_handles:
-            raise ValueError("allowed_x_handles and excluded_x_handles cannot both be set")
-        return self
-
-    def scope(self) -> SearchFilters:
-        return SearchFilters(
-            sources=list(SOURCE_TYPES["x"]),
-            authors=list(self.allowed_x_handles or []),
-            exclude_authors=list(self.excluded_x_handles or []),
-            since=_bound(self.from_date, "from_date", False, "tools.x_search."),
-            until=_bound(self.to_date, "to_date", True, "tools.x_search."),
-        )
-
-
-class WebSearchTool(Strict):
-    """xAI's ``web_search`` tool, over the news/web sources (RSS): by the site of the link."""
-
-    type: Literal["web_search"]
-    allowed_domains: Domains = None
-    excluded_domains: Domains = None
-    enable_image_understanding: Annotated[bool | None, neutral(
-        None, False, why="townsquare reads posts' text only")] = None
-
-    def scope(self) -> SearchFilters:
-        return SearchFilters(
-            sources=list(SOURCE_TYPES["web"]),
-            domains=[normalize_domain(d) for d in self.allowed_domains or []],
-            exclude_domains=[normalize_domain(d) for d in self.excluded_domains or []],
-        )
 
 
 class TextPart(Strict):
@@ -423,10 +273,10 @@ class ChatCompletionRequest(Strict):
         if self.search_recency_filter:
             f.since, used = now - RECENCY[self.search_recency_filter], True
         if self.search_after_date_filter:
-            f.since, used = _us_date(self.search_after_date_filter,
+            f.since, used = us_date(self.search_after_date_filter,
                                      "search_after_date_filter"), True
         if self.search_before_date_filter:
-            f.until = _us_date(self.search_before_date_filter, "search_before_date_filter")
+            f.until = us_date(self.search_before_date_filter, "search_before_date_filter")
             f.until += timedelta(days=1) - timedelta(milliseconds=1)
             used = True
         for raw in self.search_domain_filter or []:
@@ -439,156 +289,10 @@ class ChatCompletionRequest(Strict):
         return f if used else None
 
 
-def _us_date(value: str, name: str) -> datetime:
-    try:
-        return datetime.strptime(value.strip(), "%m/%d/%Y").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not a date like 3/1/2025 (%m/%d/%Y)") from None
-
-
-# --- responses -------------------------------------------------------------------
-
-
-def completion_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
-
-
-def usage_dict(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
-
-
-def chat_completion(
-    cid: str,
-    created: int,
-    model: str,
-    content: str,
-    finish_reason: str,
-    usage: dict[str, int],
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """A ``chat.completion`` object; ``extra`` adds our fields (citations, conversation_id...)."""
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": usage,
-        **extra,
-    }
-
-
-#: OpenAI's streams end lines with "\n" (sse-starlette's default is "\r\n").
-SSE_SEP = "\n"
-#: How long a stream may go on finishing after the server is told to stop
-#: (``townsquare serve`` gives uvicorn the same ``timeout_graceful_shutdown``).
-SHUTDOWN_GRACE_S = 5.0
-
-
-def sse(obj: Any) -> ServerSentEvent:
-    return ServerSentEvent(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), sep=SSE_SEP)
-
-
-DONE = ServerSentEvent("[DONE]", sep=SSE_SEP)
-
-
-def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    """A streamed completion, framed by sse-starlette byte for byte as OpenAI frames
-    it: ``data: {...}\n\n`` events, ``data: [DONE]\n\n`` last, no keep-alive pings
-    (strict clients read every non-empty line as data)."""
-    return EventSourceResponse(
-        events, sep=SSE_SEP, ping=0, shutdown_grace_period=SHUTDOWN_GRACE_S,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-class ChunkWriter:
-    """Builds the ``chat.completion.chunk`` events of one streamed completion."""
-
-    _DELTA_TAIL = '},"logprobs":null,"finish_reason":null}]}'
-
-    def __init__(self, cid: str, model: str, created: int) -> None:
-        self.cid = cid
-        self.model = model
-        self.created = created
-        head = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": None}
-        prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-        self._delta_head = prefix + ',"choices":[{"index":0,"delta":{"content":'
-
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
-        return sse({"id": self.cid, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "system_fingerprint": None, "choices": choices,
-                    **extra})
-
-    def role(self) -> ServerSentEvent:
-        return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                             "logprobs": None, "finish_reason": None}])
-
-    def delta(self, text: str) -> ServerSentEvent:
-        return ServerSentEvent(
-            self._delta_head + json.dumps(text, ensure_ascii=False) + self._DELTA_TAIL,
-            sep=SSE_SEP)
-
-    def finish(self, finish_reason: str, **extra: Any) -> ServerSentEvent:
-        return self._chunk(
-            [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}], **extra
-        )
-
-    def usage_only(self, **extra: Any) -> ServerSentEvent:
-        """The extra last chunk ``stream_options.include_usage`` asks for (no choices)."""
-        return self._chunk([], **extra)
-
-    def error(
-        self, message: str, type: str = "server_error", code: str = "internal_error"
-    ) -> ServerSentEvent:
-        return sse({"error": {"message": message, "type": type, "param": None, "code": code}})
-
-
-#: A citation marker as the answer engine writes it (renumbered: ``[3]``), and the
-#: blanks before it.
-_MARKER = re.compile(r"[ \t]*\[\d{1,3}\]")
-
-
-def strip_markers(text: str) -> str:
-    """The answer without its ``[n]`` markers (``return_citations: false``)."""
-    return _MARKER.sub("", text)
-
-
-class MarkerStripper:
-    """:func:`strip_markers` over a stream: blanks are held until the next piece shows
-    whether a marker follows them (the engine emits each marker whole)."""
-
-    def __init__(self) -> None:
-        self._held = ""
-
-    def feed(self, piece: str) -> str:
-        text = strip_markers(self._held + piece)
-        body = text.rstrip(" \t")
-        self._held = text[len(body):]
-        return body
-
-    def finish(self) -> str:
-        held, self._held = self._held, ""
-        return held
-
-
-def now_s() -> int:
-    return int(time.time())
-
-
-def model_object(model_id: str, created: int, description: str = "") -> dict[str, Any]:
-    obj: dict[str, Any] = {"id": model_id, "object": "model", "created": created,
-                           "owned_by": "townsquare"}
-    if description:
-        obj["description"] = description
-    return obj
+__all__ = [
+    "DONE", "RECENCY", "SHUTDOWN_GRACE_S", "SOURCE_TYPES", "SSE_SEP", "ChatCompletionRequest",
+    "ChatMessageIn", "ChunkWriter", "Domains", "Handles", "MarkerStripper", "ResponseFormat",
+    "SearchParameters", "SearchSource", "SortOrder", "StreamOptions", "Strict", "TextPart",
+    "WebSearchTool", "XSearchTool", "chat_completion", "completion_id", "event_stream",
+    "model_object", "now_s", "sse", "strip_markers", "usage_dict",
+]
