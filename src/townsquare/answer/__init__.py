@@ -1,7 +1,8 @@
 """Answers: retrieve the freshest relevant posts, have an LLM write a short cited answer.
 
 The public entry is :class:`AnswerEngine` (see :mod:`townsquare.answer.engine`
-for the API); the other modules are its parts, one job each: ``language``
+for the API, :mod:`townsquare.answer.contract` for what goes in and out); the other
+modules are its parts, one job each: ``language``
 (the asker's language, fixed texts), ``query`` (question -> search),
 ``prompt``, ``compose`` (answers from the posts' own words), ``verify`` (the
 sentence gate), ``sanitize`` (nothing fetchable in answer text),
