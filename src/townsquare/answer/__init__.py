@@ -10,9 +10,8 @@ sentence gate), ``sanitize`` (nothing fetchable in answer text),
 """
 
 from townsquare.answer.citations import Citation
-from townsquare.answer.engine import (
+from townsquare.answer.contract import (
     Answer,
-    AnswerEngine,
     AnswerEvent,
     AnswerRequest,
     ConversationNotFound,
@@ -20,6 +19,7 @@ from townsquare.answer.engine import (
     Final,
     UnknownModel,
 )
+from townsquare.answer.engine import AnswerEngine
 from townsquare.answer.personas import Persona, Personas, UnknownPersona
 from townsquare.answer.policy import Policy
 

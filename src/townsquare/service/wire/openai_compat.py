@@ -8,21 +8,14 @@ the value that changes nothing (``presence_penalty: 0``, ``logprobs: false``,
 as SDKs and frameworks often send) and refuses any other, naming the field.
 
 Search extensions, all turned into one :class:`~townsquare.store.base.SearchFilters`:
+xAI's ``search_parameters`` and ``x_search``/``web_search`` tools (their models in
+:mod:`~townsquare.service.wire.search_options`), and Perplexity's
+``search_recency_filter``, ``search_domain_filter`` (``-domain`` excludes),
+``search_after_date_filter``/``search_before_date_filter`` (``%m/%d/%Y``) and
+``return_citations``, fields of the chat request itself.
 
-- xAI's ``search_parameters`` (``mode``, ``from_date``, ``to_date``,
-  ``max_search_results``, ``return_citations``, ``sources`` with per-source
-  ``x_handles``/``included_x_handles``/``excluded_x_handles``,
-  ``allowed_websites``/``excluded_websites`` (the host of a post's URL) and
-  ``post_favorite_count`` (likes, where a source counts them); each source
-  entry is a scope: a post must match one of them) and xAI's ``x_search`` /
-  ``web_search`` tools in ``tools``.
-- Perplexity's ``search_recency_filter`` (hour, day, week, month, year),
-  ``search_domain_filter`` (``-domain`` excludes), ``search_after_date_filter``
-  and ``search_before_date_filter`` (``%m/%d/%Y``), ``return_citations``.
-
-The search options' models live in :mod:`~townsquare.service.wire.search_options`,
-responses and streaming in :mod:`~townsquare.service.wire.responses`; both are
-re-exported here, the one module routes import the wire format from.
+Responses and streaming live in :mod:`~townsquare.service.wire.responses`. The names of
+both modules are re-exported here, the one module routes import the wire format from.
 """
 
 from __future__ import annotations
