@@ -103,3 +103,26 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     info.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert not cpu_has_amx(info)
     assert not cpu_has_amx(tmp_path / "missing")
+
+
+def test_a_wrapped_gguf_of_ones_own_still_writes_its_answers(tmp_path: Path) -> None:
+    """The limiter and the meter read ``bundled`` through: another GGUF behind them is not
+    mistaken for the bundled 135M model (whose answers are composed from the posts)."""
+    from townsquare.answer import AnswerEngine, Personas, Policy
+    from townsquare.llm.limiter import ConcurrencyLimitedLLM
+    from townsquare.llm.metering import MeteredLLM
+    from townsquare.retrieval import Retriever
+    from townsquare.store import open_store
+
+    copy = tmp_path / "my-model.gguf"
+    copy.symlink_to(default_model_path())
+    store = open_store(str(tmp_path / "s.db"), tmp_path)
+    try:
+        for local, style in ((LocalLLM(copy), "generative"), (LocalLLM(), "grounded")):
+            wrapped = MeteredLLM(ConcurrencyLimitedLLM(local, max_concurrent=1))
+            assert wrapped.bundled is local.bundled
+            engine = AnswerEngine(Retriever(store, None), wrapped, store, Personas.load(),
+                                  Policy())
+            assert engine.style_for(wrapped) == style
+    finally:
+        store.close()

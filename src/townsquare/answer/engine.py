@@ -173,7 +173,7 @@ class AnswerEngine:
         """``grounded`` or ``generative`` for ``llm`` under the engine's ``style`` setting."""
         if self.style in ("grounded", "generative"):
             return self.style
-        small = llm.name in GROUNDED_BACKENDS and getattr(llm, "bundled", True)
+        small = llm.name in GROUNDED_BACKENDS and llm.bundled
         return "grounded" if small else "generative"
 
     async def stream(self, request: AnswerRequest) -> AsyncIterator[AnswerEvent]:

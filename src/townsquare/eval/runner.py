@@ -99,10 +99,10 @@ async def _run(
                     if llm is None:
                         llm = runtime.llm()
                         run.model = llm.model_id
-                        load = getattr(llm, "load", None)  # in-process models: load first,
-                        if callable(load):  # so the first question's time is not the load's
-                            progress(f"loading {llm.model_id}")
-                            await asyncio.to_thread(load)
+                        # In-process models load first, so the first question's time is
+                        # not the load's (a no-op for a server).
+                        progress(f"loading {llm.model_id}")
+                        await asyncio.to_thread(llm.load)
                     progress(f"{qset.name}: ingesting {len(qset.records):,} posts")
                     await asyncio.to_thread(ingest, runtime, qset)
                     engine = runtime.new_engine(llm=llm)

@@ -85,6 +85,9 @@ class LLM(ABC):
     model_id: str
     #: How many prompt tokens the model can take (prompt budget is derived from it).
     context_tokens: int = 4096
+    #: The bundled 135M model: too small to write reliable prose, so ``answer_style =
+    #: "auto"`` composes its answers from the posts.
+    bundled: bool = False
 
     @abstractmethod
     def generate(
@@ -96,6 +99,9 @@ class LLM(ABC):
         """Token count for budgeting; backends with a tokenizer override this."""
         return max(1, len(text) // 4)
 
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights now (in-process models), so the first question does not wait."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, model memory)."""
 
@@ -103,7 +109,7 @@ class LLM(ABC):
 class WrappedLLM(LLM):
     """An LLM in front of another (a limit, a meter): its identity is read through.
 
-    ``name``, ``model_id`` and ``context_tokens`` are the inner backend's at
+    ``name``, ``model_id``, ``context_tokens`` and ``bundled`` are the inner backend's at
     every read, not copies: the OpenAI backend learns its real model name
     from the server on first use, and answers must say that name, not the
     ``default`` it started with.
@@ -123,6 +129,13 @@ class WrappedLLM(LLM):
     @property
     def context_tokens(self) -> int:  # type: ignore[override]
         return self.inner.context_tokens
+
+    @property
+    def bundled(self) -> bool:  # type: ignore[override]
+        return self.inner.bundled
+
+    def load(self) -> None:
+        self.inner.load()
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
