@@ -105,8 +105,9 @@ class Runtime:
         name = self.settings.embedder
         if name == "none":
             return None
+        holds = self.store.embedder_name()
         if "embedder" not in self.settings.model_fields_set:
-            recorded = (self.store.embedder_name() or "").rpartition("/")[0]
+            recorded = (holds or "").rpartition("/")[0]
             if recorded and recorded != name:
                 log.warning(
                     "this home's vectors were made by the %s embedder: using it, not the "
@@ -114,7 +115,6 @@ class Runtime:
                     "to use %s)", recorded, name, recorded, name)
                 name = recorded
         embedder = EMBEDDERS.create(name, cache_dir=self.settings.cache_dir)
-        holds = self.store.embedder_name()
         if holds and holds != f"{embedder.name}/{embedder.dim}":
             raise ValueError(
                 f"this store holds vectors from embedder {holds!r}, not "

@@ -173,8 +173,8 @@ class Supervised:
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def status(self, now_mono: float) -> SourceStatus:
-        connected = bool(getattr(self.source, "connected", True))
-        source_error = getattr(self.source, "last_error", None)
+        connected = self.source.connected
+        source_error = self.source.last_error
         if self.state in ("failed", "stopped"):
             status, connected = self.state, False
         elif self.state == "backoff":

@@ -32,6 +32,10 @@ class Source(ABC):
     """
 
     kind: ClassVar[str]
+    #: What the status page shows: network sources track their connection and
+    #: last error; a file is "connected" while it is read.
+    connected: bool = True
+    last_error: str | None = None
 
     @property
     @abstractmethod
